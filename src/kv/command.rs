@@ -1,0 +1,58 @@
+//! The commands that go through the replicated log.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest key accepted from clients, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value accepted from clients, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A write request's identity for exactly-once application: the client's chosen name
+/// and its increasing sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Session {
+    pub client: String,
+    pub seq: u64,
+}
+
+/// What a write does to its key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum WriteOp {
+    Put { value: String },
+    Append { value: String },
+    Delete,
+}
+
+/// One replicated write. Reads never enter the log (they use ReadIndex).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Command {
+    pub key: String,
+    #[serde(flatten)]
+    pub op: WriteOp,
+    /// `None` for writes sent without `client`/`seq`: applied every time they commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
+}
+
+impl Command {
+    /// Approximate encoded size, used to cap the bytes in one AppendEntries message.
+    pub fn approx_size(&self) -> usize {
+        let value = match &self.op {
+            WriteOp::Put { value } | WriteOp::Append { value } => value.len(),
+            WriteOp::Delete => 0,
+        };
+        32 + self.key.len() + value + self.session.as_ref().map_or(0, |s| s.client.len() + 24)
+    }
+}
+
+/// The result of applying a write, kept in the session table so a retry gets the
+/// first attempt's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum WriteResult {
+    Ok,
+    /// The command's `seq` is older than the newest one applied for its client; the
+    /// answer to that older request is no longer kept.
+    StaleSeq { last_seq: u64 },
+}

@@ -1,0 +1,133 @@
+//! The replicated state machine: a string → string map plus the session table that
+//! makes writes exactly-once.
+//!
+//! [`Store::apply`] is deterministic: the same commands in the same order give the same
+//! map, session table and results on every node. The session table maps each client
+//! name to the newest `seq` applied for it and that write's result, so a retried write
+//! (same client, same seq) gets the first attempt's answer instead of running twice.
+
+mod command;
+
+pub use command::{Command, Session, WriteOp, WriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+use std::collections::HashMap;
+
+/// The newest write applied for one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SessionRecord {
+    last_seq: u64,
+    last_result: WriteResult,
+}
+
+/// The key-value map and the session table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    data: HashMap<String, String>,
+    sessions: HashMap<String, SessionRecord>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Applies one committed write and returns its result.
+    pub fn apply(&mut self, command: &Command) -> WriteResult {
+        if let Some(session) = &command.session {
+            if let Some(record) = self.sessions.get(&session.client) {
+                if session.seq == record.last_seq {
+                    return record.last_result.clone();
+                }
+                if session.seq < record.last_seq {
+                    return WriteResult::StaleSeq { last_seq: record.last_seq };
+                }
+            }
+        }
+        match &command.op {
+            WriteOp::Put { value } => {
+                self.data.insert(command.key.clone(), value.clone());
+            }
+            WriteOp::Append { value } => {
+                self.data.entry(command.key.clone()).or_default().push_str(value);
+            }
+            WriteOp::Delete => {
+                self.data.remove(&command.key);
+            }
+        }
+        let result = WriteResult::Ok;
+        if let Some(session) = &command.session {
+            self.sessions.insert(
+                session.client.clone(),
+                SessionRecord { last_seq: session.seq, last_result: result.clone() },
+            );
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(key: &str, op: WriteOp, session: Option<(&str, u64)>) -> Command {
+        Command {
+            key: key.into(),
+            op,
+            session: session.map(|(c, s)| Session { client: c.into(), seq: s }),
+        }
+    }
+
+    fn append(v: &str) -> WriteOp {
+        WriteOp::Append { value: v.into() }
+    }
+
+    #[test]
+    fn put_append_delete() {
+        let mut s = Store::new();
+        s.apply(&cmd("k", append("a"), None));
+        assert_eq!(s.get("k"), Some("a"), "append to a missing key starts from \"\"");
+        s.apply(&cmd("k", append("b"), None));
+        assert_eq!(s.get("k"), Some("ab"));
+        s.apply(&cmd("k", WriteOp::Put { value: "x".into() }, None));
+        assert_eq!(s.get("k"), Some("x"));
+        s.apply(&cmd("k", WriteOp::Delete, None));
+        assert_eq!(s.get("k"), None);
+        assert_eq!(s.apply(&cmd("k", WriteOp::Delete, None)), WriteResult::Ok);
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once() {
+        let mut s = Store::new();
+        assert_eq!(s.apply(&cmd("k", append("a"), Some(("c1", 1)))), WriteResult::Ok);
+        assert_eq!(s.apply(&cmd("k", append("a"), Some(("c1", 1)))), WriteResult::Ok);
+        assert_eq!(s.get("k"), Some("a"));
+        s.apply(&cmd("k", append("b"), Some(("c1", 2))));
+        s.apply(&cmd("k", append("z"), Some(("c2", 1))));
+        assert_eq!(s.get("k"), Some("abz"), "sessions are per client");
+        assert_eq!(
+            s.apply(&cmd("k", append("a"), Some(("c1", 1)))),
+            WriteResult::StaleSeq { last_seq: 2 }
+        );
+        assert_eq!(s.get("k"), Some("abz"));
+    }
+
+    #[test]
+    fn commands_without_a_session_apply_every_time() {
+        let mut s = Store::new();
+        s.apply(&cmd("k", append("a"), None));
+        s.apply(&cmd("k", append("a"), None));
+        assert_eq!(s.get("k"), Some("aa"));
+    }
+}

@@ -1,0 +1,8 @@
+//! raftkv: a Raft-replicated key-value store on std threads and crossbeam channels.
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod protocol;
+pub mod raft;

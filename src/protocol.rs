@@ -1,0 +1,293 @@
+//! The client protocol of PROTOCOL.md §3: request parsing (server side), and the
+//! response shapes both sides share.
+//!
+//! Requests are parsed from a generic JSON value by hand rather than by derive, so every
+//! way a request can be wrong gets its own clear `bad_request` message, and the `"id"`
+//! is echoed whenever the line was a JSON object at all.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::kv::{Session, WriteOp, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+/// Default longest request line a node accepts from a client, in bytes. Big enough for
+/// a maximal value with JSON escaping of typical text.
+pub const DEFAULT_MAX_CLIENT_LINE: usize = 4 * 1024 * 1024;
+
+/// One parsed client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Echoed verbatim in the response.
+    pub id: Option<Value>,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Get { key: String, stale: bool },
+    Write { key: String, op: WriteOp, session: Option<Session> },
+    Status,
+}
+
+/// The error codes of PROTOCOL.md §3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not accepted here and never applied; retry at `leader_addr`.
+    NotLeader,
+    /// Outcome unknown; retry with the same client/seq to learn it.
+    Timeout,
+    /// No quorum reachable; nothing applied.
+    Unavailable,
+    /// The request itself is wrong.
+    BadRequest,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotLeader => "not_leader",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// A request that could not be parsed: what to answer, and the id to echo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRequest {
+    pub id: Option<Value>,
+    pub message: String,
+}
+
+/// Parses one request line.
+pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
+    let bad = |id: &Option<Value>, message: String| BadRequest { id: id.clone(), message };
+    let value: Value = serde_json::from_slice(line).map_err(|e| BadRequest {
+        id: None,
+        message: format!("invalid JSON: {e}"),
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(bad(&None, "a request must be a JSON object".into()));
+    };
+    let id = obj.get("id").cloned();
+    let op = match obj.get("op") {
+        Some(Value::String(op)) => op.as_str(),
+        Some(_) => return Err(bad(&id, "\"op\" must be a string".into())),
+        None => return Err(bad(&id, "missing \"op\"".into())),
+    };
+    let op = match op {
+        "get" => {
+            let key = key_field(&obj).map_err(|m| bad(&id, m))?;
+            let stale = match obj.get("consistency") {
+                None | Some(Value::Null) => false,
+                Some(Value::String(c)) if c == "linearizable" => false,
+                Some(Value::String(c)) if c == "stale" => true,
+                Some(_) => {
+                    return Err(bad(
+                        &id,
+                        "\"consistency\" must be \"stale\" or \"linearizable\"".into(),
+                    ))
+                }
+            };
+            Op::Get { key, stale }
+        }
+        "put" | "append" | "delete" => {
+            let key = key_field(&obj).map_err(|m| bad(&id, m))?;
+            let write = match op {
+                "put" => WriteOp::Put { value: value_field(&obj).map_err(|m| bad(&id, m))? },
+                "append" => {
+                    WriteOp::Append { value: value_field(&obj).map_err(|m| bad(&id, m))? }
+                }
+                _ => WriteOp::Delete,
+            };
+            let session = session_fields(&obj).map_err(|m| bad(&id, m))?;
+            Op::Write { key, op: write, session }
+        }
+        "status" => Op::Status,
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(bad(
+                &id,
+                format!("unknown op {shown:?} (expected get, put, append, delete or status)"),
+            ));
+        }
+    };
+    Ok(Request { id, op })
+}
+
+fn key_field(obj: &Map<String, Value>) -> Result<String, String> {
+    match obj.get("key") {
+        Some(Value::String(k)) if k.len() > MAX_KEY_BYTES => {
+            Err(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", k.len()))
+        }
+        Some(Value::String(k)) => Ok(k.clone()),
+        Some(_) => Err("\"key\" must be a string".into()),
+        None => Err("missing \"key\"".into()),
+    }
+}
+
+fn value_field(obj: &Map<String, Value>) -> Result<String, String> {
+    match obj.get("value") {
+        Some(Value::String(v)) if v.len() > MAX_VALUE_BYTES => {
+            Err(format!("value is {} bytes; the limit is {MAX_VALUE_BYTES}", v.len()))
+        }
+        Some(Value::String(v)) => Ok(v.clone()),
+        Some(_) => Err("\"value\" must be a string".into()),
+        None => Err("missing \"value\"".into()),
+    }
+}
+
+fn session_fields(obj: &Map<String, Value>) -> Result<Option<Session>, String> {
+    let client = obj.get("client").filter(|v| !v.is_null());
+    let seq = obj.get("seq").filter(|v| !v.is_null());
+    match (client, seq) {
+        (None, None) => Ok(None),
+        (Some(Value::String(c)), Some(s)) => {
+            if c.is_empty() {
+                return Err("\"client\" must be a non-empty string".into());
+            }
+            if c.len() > MAX_KEY_BYTES {
+                return Err(format!("\"client\" is longer than {MAX_KEY_BYTES} bytes"));
+            }
+            match s.as_u64() {
+                Some(seq) if seq >= 1 => Ok(Some(Session { client: c.clone(), seq })),
+                _ => Err("\"seq\" must be an integer from 1 to 2^64-1".into()),
+            }
+        }
+        (Some(_), Some(_)) => Err("\"client\" must be a non-empty string".into()),
+        _ => Err("\"client\" and \"seq\" must be given together".into()),
+    }
+}
+
+/// Builds `{"ok":true}` plus extra fields, echoing `id`.
+pub fn ok_response(id: Option<Value>, extra: Map<String, Value>) -> Value {
+    let mut obj = Map::new();
+    if let Some(id) = id {
+        obj.insert("id".into(), id);
+    }
+    obj.insert("ok".into(), Value::Bool(true));
+    obj.extend(extra);
+    Value::Object(obj)
+}
+
+/// Builds `{"ok":true,"value":...}` for a get.
+pub fn value_response(id: Option<Value>, value: Option<String>) -> Value {
+    let mut extra = Map::new();
+    extra.insert("value".into(), value.map_or(Value::Null, Value::String));
+    ok_response(id, extra)
+}
+
+/// Builds an error response. `leader` is the leader's id, `leader_addr` its client
+/// address; both are always present (possibly null), as PROTOCOL.md promises.
+pub fn error_response(
+    id: Option<Value>,
+    code: ErrorCode,
+    message: &str,
+    leader: Option<u64>,
+    leader_addr: Option<&str>,
+) -> Value {
+    let mut obj = Map::new();
+    if let Some(id) = id {
+        obj.insert("id".into(), id);
+    }
+    obj.insert("ok".into(), Value::Bool(false));
+    obj.insert("error".into(), Value::String(code.as_str().into()));
+    obj.insert("message".into(), Value::String(message.into()));
+    obj.insert("leader".into(), leader.map_or(Value::Null, Value::from));
+    obj.insert(
+        "leader_addr".into(),
+        leader_addr.map_or(Value::Null, |a| Value::String(a.into())),
+    );
+    Value::Object(obj)
+}
+
+/// The fields of a `status` response (PROTOCOL.md §3, "Status").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: u64,
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub members: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(s: &str) -> Result<Request, BadRequest> {
+        parse_request(s.as_bytes())
+    }
+
+    #[test]
+    fn parses_every_documented_example() {
+        let r = parse(r#"{"op":"put","key":"foo","value":"bar","client":"c7","seq":1}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Op::Write {
+                key: "foo".into(),
+                op: WriteOp::Put { value: "bar".into() },
+                session: Some(Session { client: "c7".into(), seq: 1 })
+            }
+        );
+        let r = parse(r#"{"op":"get","key":"foo","id":42}"#).unwrap();
+        assert_eq!(r.id, Some(json!(42)));
+        assert_eq!(r.op, Op::Get { key: "foo".into(), stale: false });
+        let r = parse(r#"{"op":"get","key":"foo","consistency":"stale"}"#).unwrap();
+        assert_eq!(r.op, Op::Get { key: "foo".into(), stale: true });
+        assert_eq!(parse(r#"{"op":"status"}"#).unwrap().op, Op::Status);
+        let r = parse(r#"{"op":"delete","key":"foo","client":"c7","seq":3}"#).unwrap();
+        assert!(matches!(r.op, Op::Write { op: WriteOp::Delete, .. }));
+    }
+
+    #[test]
+    fn bad_requests_echo_the_id_when_the_line_was_an_object() {
+        for (line, id) in [
+            (r#"{"op":"frob","id":"x"}"#, Some(json!("x"))),
+            (r#"{"op":"put","key":"k","id":7}"#, Some(json!(7))),
+            (r#"{"op":"put","key":"k","value":1,"id":7}"#, Some(json!(7))),
+            (r#"{"op":"put","key":"k","value":"v","client":"c","id":1}"#, Some(json!(1))),
+            (r#"{"op":"put","key":"k","value":"v","seq":3,"id":1}"#, Some(json!(1))),
+            (r#"{"op":"put","key":"k","value":"v","client":"","seq":3}"#, None),
+            (r#"{"op":"put","key":"k","value":"v","client":"c","seq":0}"#, None),
+            (r#"{"op":"put","key":"k","value":"v","client":"c","seq":-2}"#, None),
+            (r#"{"op":"put","key":"k","value":"v","client":"c","seq":1.5}"#, None),
+            (r#"{"op":"get","key":"k","consistency":"eventual"}"#, None),
+            (r#"{"key":"k"}"#, None),
+            (r#"[1,2]"#, None),
+            (r#"{"op":"get""#, None),
+        ] {
+            let err = parse(line).expect_err(line);
+            assert_eq!(err.id, id, "{line}");
+            assert!(!err.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_refused() {
+        let big_key = "k".repeat(MAX_KEY_BYTES + 1);
+        let line = json!({"op":"get","key":big_key}).to_string();
+        assert!(parse(&line).unwrap_err().message.contains("limit"));
+        let big = "v".repeat(MAX_VALUE_BYTES + 1);
+        let line = json!({"op":"put","key":"k","value":big}).to_string();
+        assert!(parse(&line).unwrap_err().message.contains("limit"));
+    }
+
+    #[test]
+    fn error_responses_always_carry_leader_fields() {
+        let v = error_response(Some(json!(1)), ErrorCode::NotLeader, "no", Some(2), Some("a:1"));
+        assert_eq!(v["error"], "not_leader");
+        assert_eq!(v["leader_addr"], "a:1");
+        assert_eq!(v["id"], 1);
+        let v = error_response(None, ErrorCode::Unavailable, "no", None, None);
+        assert!(v.get("leader_addr").unwrap().is_null());
+        assert!(v.get("id").is_none());
+    }
+}
