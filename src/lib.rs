@@ -6,3 +6,5 @@ pub mod error;
 pub mod kv;
 pub mod protocol;
 pub mod raft;
+pub mod replica;
+pub mod sim;

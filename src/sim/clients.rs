@@ -1,0 +1,311 @@
+//! Simulated clients: each runs one operation at a time against the cluster, retries
+//! the way the real client does (follow the leader hint, reuse `seq` for a write), and
+//! records what it saw for the linearizability check.
+
+use rand::{rngs::StdRng, Rng};
+
+use super::STEPS_PER_TICK;
+use crate::{
+    kv::{Command, Session, WriteOp},
+    protocol::ErrorCode,
+    raft::NodeId,
+    replica::{ClientOp, Outcome},
+};
+
+/// Attempts per operation before the client gives up on it.
+const MAX_ATTEMPTS: u32 = 12;
+
+/// Whom a reply is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Token {
+    /// Attempt `attempt` of simulated client `client`'s current operation.
+    Client { client: usize, attempt: u64 },
+    /// A request injected by a test through [`super::Sim::request`].
+    Script(u64),
+}
+
+/// What an operation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Get,
+    Put(String),
+    Append(String),
+    Delete,
+}
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistoryStatus {
+    /// Still running.
+    Pending,
+    /// Completed successfully at `complete`.
+    Ok,
+    /// Gave up on a write that may have been applied.
+    Unknown,
+    /// Every attempt was refused: it certainly did not happen.
+    Refused,
+}
+
+/// One operation in the history.
+#[derive(Clone, Debug)]
+pub struct HistoryOp {
+    pub client: usize,
+    pub key: String,
+    pub kind: OpKind,
+    /// Step of the first attempt.
+    pub invoke: u64,
+    /// Step of the successful reply.
+    pub complete: Option<u64>,
+    /// What a successful get returned.
+    pub read: Option<String>,
+    pub status: HistoryStatus,
+}
+
+struct InFlight {
+    history: usize,
+    op: ClientOp,
+    attempt: u64,
+    attempts: u32,
+    /// Retry when no reply came by then.
+    deadline: u64,
+    /// Retry at this step (after a refusal).
+    retry_at: Option<u64>,
+    /// Some attempt may have been applied (it timed out or was answered `timeout`).
+    maybe_applied: bool,
+}
+
+struct SimClient {
+    name: String,
+    seq: u64,
+    target: NodeId,
+    started: u64,
+    current: Option<InFlight>,
+}
+
+/// All simulated clients and their shared history.
+pub struct Clients {
+    clients: Vec<SimClient>,
+    history: Vec<HistoryOp>,
+    keys: usize,
+    ids: Vec<NodeId>,
+    active: bool,
+    timeout_steps: u64,
+}
+
+impl Clients {
+    pub fn new(count: usize, keys: usize, ids: &[NodeId], timeout_steps: u64) -> Clients {
+        let clients = (0..count)
+            .map(|i| SimClient {
+                name: format!("c{i}"),
+                seq: 0,
+                target: ids[i % ids.len()],
+                started: 0,
+                current: None,
+            })
+            .collect();
+        Clients {
+            clients,
+            history: Vec::new(),
+            keys,
+            ids: ids.to_vec(),
+            active: true,
+            timeout_steps,
+        }
+    }
+
+    pub fn history(&self) -> &[HistoryOp] {
+        &self.history
+    }
+
+    pub fn set_active(&mut self, active: bool) {
+        self.active = active;
+    }
+
+    /// No client has an operation outstanding.
+    pub fn idle(&self) -> bool {
+        self.clients.iter().all(|c| c.current.is_none())
+    }
+
+    /// Starts new operations and retries; returns the requests to send.
+    pub fn tick(
+        &mut self,
+        step: u64,
+        rate: f64,
+        rng: &mut StdRng,
+    ) -> Vec<(NodeId, ClientOp, usize)> {
+        let mut out = Vec::new();
+        for i in 0..self.clients.len() {
+            match &self.clients[i].current {
+                None => {
+                    if self.active && rng.gen_bool(rate) {
+                        self.start_op(i, step, rng);
+                        self.attempt(i, step, &mut out);
+                    }
+                }
+                Some(f) => {
+                    let due = f.retry_at.is_some_and(|r| r <= step);
+                    let timed_out = f.retry_at.is_none() && f.deadline <= step;
+                    if timed_out {
+                        let c = &mut self.clients[i];
+                        let f = c.current.as_mut().expect("in flight");
+                        f.maybe_applied |= matches!(f.op, ClientOp::Write(_));
+                        c.target = next_node(&self.ids, c.target);
+                    }
+                    if due || timed_out {
+                        self.attempt(i, step, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn start_op(&mut self, i: usize, step: u64, rng: &mut StdRng) {
+        let key = format!("k{}", rng.gen_range(0..self.keys));
+        let c = &mut self.clients[i];
+        c.started += 1;
+        let value = format!("{}.{};", c.name, c.started);
+        let roll = rng.gen_range(0..100);
+        let (kind, write) = match roll {
+            0..=34 => (OpKind::Get, None),
+            35..=54 => (OpKind::Put(value.clone()), Some(WriteOp::Put { value })),
+            55..=89 => (
+                OpKind::Append(value.clone()),
+                Some(WriteOp::Append { value }),
+            ),
+            _ => (OpKind::Delete, Some(WriteOp::Delete)),
+        };
+        let op = match write {
+            None => ClientOp::Get {
+                key: key.clone(),
+                stale: false,
+            },
+            Some(op) => {
+                c.seq += 1;
+                let session = Some(Session {
+                    client: c.name.clone(),
+                    seq: c.seq,
+                });
+                ClientOp::Write(Command {
+                    key: key.clone(),
+                    op,
+                    session,
+                })
+            }
+        };
+        self.history.push(HistoryOp {
+            client: i,
+            key,
+            kind,
+            invoke: step,
+            complete: None,
+            read: None,
+            status: HistoryStatus::Pending,
+        });
+        c.current = Some(InFlight {
+            history: self.history.len() - 1,
+            op,
+            attempt: 0,
+            attempts: 0,
+            deadline: u64::MAX,
+            retry_at: None,
+            maybe_applied: false,
+        });
+    }
+
+    fn attempt(&mut self, i: usize, step: u64, out: &mut Vec<(NodeId, ClientOp, usize)>) {
+        let c = &mut self.clients[i];
+        let f = c.current.as_mut().expect("in flight");
+        if f.attempts >= MAX_ATTEMPTS {
+            return self.give_up(i);
+        }
+        f.attempt += 1;
+        f.attempts += 1;
+        f.deadline = step + self.timeout_steps;
+        f.retry_at = None;
+        out.push((c.target, f.op.clone(), i));
+    }
+
+    /// The token for client `i`'s current attempt.
+    pub fn token(&self, i: usize) -> Token {
+        let attempt = self.clients[i].current.as_ref().map_or(0, |f| f.attempt);
+        Token::Client { client: i, attempt }
+    }
+
+    fn give_up(&mut self, i: usize) {
+        let f = self.clients[i].current.take().expect("in flight");
+        self.history[f.history].status = if f.maybe_applied {
+            HistoryStatus::Unknown
+        } else {
+            HistoryStatus::Refused
+        };
+    }
+
+    /// Handles a reply; an error means the reply itself breaks the contract.
+    pub fn on_reply(&mut self, token: Token, outcome: Outcome, step: u64) -> Result<(), String> {
+        let Token::Client { client, attempt } = token else {
+            return Ok(());
+        };
+        let c = &mut self.clients[client];
+        let Some(f) = c.current.as_mut().filter(|f| f.attempt == attempt) else {
+            return Ok(()); // a reply to an attempt we already gave up on
+        };
+        let is_write = matches!(f.op, ClientOp::Write(_));
+        match outcome {
+            Outcome::Value(v) if !is_write => {
+                let h = &mut self.history[f.history];
+                h.read = v;
+                h.complete = Some(step);
+                h.status = HistoryStatus::Ok;
+                c.current = None;
+            }
+            Outcome::Written if is_write => {
+                let h = &mut self.history[f.history];
+                h.complete = Some(step);
+                h.status = HistoryStatus::Ok;
+                c.current = None;
+            }
+            Outcome::Failed {
+                code: ErrorCode::NotLeader,
+                leader,
+                ..
+            } => {
+                c.target = leader.unwrap_or_else(|| next_node(&self.ids, c.target));
+                f.retry_at = Some(step + STEPS_PER_TICK);
+            }
+            Outcome::Failed {
+                code: ErrorCode::Unavailable,
+                ..
+            } => {
+                c.target = next_node(&self.ids, c.target);
+                f.retry_at = Some(step + 3 * STEPS_PER_TICK);
+            }
+            Outcome::Failed {
+                code: ErrorCode::Timeout,
+                ..
+            } => {
+                f.maybe_applied |= is_write;
+                c.target = next_node(&self.ids, c.target);
+                f.retry_at = Some(step + 3 * STEPS_PER_TICK);
+            }
+            other => {
+                return Err(format!("client c{client} got {other:?} for {:?}", f.op));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: operations still outstanding are given up.
+    pub fn finish(&mut self) {
+        for i in 0..self.clients.len() {
+            if self.clients[i].current.is_some() {
+                self.give_up(i);
+            }
+        }
+    }
+}
+
+fn next_node(ids: &[NodeId], current: NodeId) -> NodeId {
+    let pos = ids.iter().position(|&i| i == current).unwrap_or(0);
+    ids[(pos + 1) % ids.len()]
+}

@@ -1,0 +1,209 @@
+//! The safety properties of Raft (§5.2–§5.4, Figure 3), checked as the simulation runs.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use crate::raft::{Entry, Index, Log, NodeId, Payload, Term};
+
+/// What the simulator has seen so far, to check each new observation against.
+#[derive(Default)]
+pub struct Invariants {
+    /// The leader of each term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// For every `index@term` ever stored anywhere: its predecessor's term and its
+    /// payload. Raft creates an `index@term` once, so any two copies must agree; by
+    /// induction over predecessors that is the Log Matching property.
+    entries: HashMap<(Index, Term), (Term, u64)>,
+    /// The committed log as applied by the first node to apply each index.
+    applied: Vec<(Term, u64)>,
+}
+
+fn payload_hash(p: &Payload) -> u64 {
+    let mut h = DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
+
+impl Invariants {
+    /// Number of entries known to be committed.
+    pub fn committed(&self) -> Index {
+        self.applied.len() as Index
+    }
+
+    /// Election Safety and Leader Completeness, checked when `node` becomes leader.
+    pub fn on_leader(&mut self, node: NodeId, term: Term, log: &Log) -> Result<(), String> {
+        if let Some(&other) = self.leaders.get(&term) {
+            if other != node {
+                return Err(format!(
+                    "election safety: n{other} and n{node} both lead term {term}"
+                ));
+            }
+        }
+        self.leaders.insert(term, node);
+        for (i, &(t, _)) in self.applied.iter().enumerate() {
+            let index = i as Index + 1;
+            if log.term(index) != Some(t) {
+                return Err(format!(
+                    "leader completeness: n{node}, leader of term {term}, lacks committed entry \
+                     {index}@{t} (has {:?})",
+                    log.term(index)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Log Matching, for entries `node` just stored; `log` is its log after storing them.
+    pub fn on_persist(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        log: &[Entry],
+    ) -> Result<(), String> {
+        for e in entries {
+            let prev_term = if e.index == 1 {
+                0
+            } else {
+                log[e.index as usize - 2].term
+            };
+            let seen = (prev_term, payload_hash(&e.payload));
+            match self.entries.get(&(e.index, e.term)) {
+                Some(&expected) if expected != seen => {
+                    return Err(format!(
+                        "log matching: n{node} stored {}@{} with predecessor term {prev_term} and \
+                         a different payload/predecessor than another node's copy \
+                         (expected predecessor term {})",
+                        e.index, e.term, expected.0
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    self.entries.insert((e.index, e.term), seen);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety: no two nodes apply different entries at one index.
+    pub fn on_apply(&mut self, node: NodeId, entry: &Entry) -> Result<(), String> {
+        let seen = (entry.term, payload_hash(&entry.payload));
+        let i = entry.index as usize;
+        if i <= self.applied.len() {
+            if self.applied[i - 1] != seen {
+                return Err(format!(
+                    "state machine safety: n{node} applied {}@{} but {}@{} was applied before",
+                    entry.index,
+                    entry.term,
+                    entry.index,
+                    self.applied[i - 1].0
+                ));
+            }
+        } else if i == self.applied.len() + 1 {
+            self.applied.push(seen);
+        } else {
+            return Err(format!(
+                "n{node} applied {} while only {} entries are known committed (gap)",
+                entry.index,
+                self.applied.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Durability: every committed entry is on the stable storage of a quorum, whatever
+    /// crashed.
+    pub fn check_durability(&self, durable_logs: &[(NodeId, &[Entry])]) -> Result<(), String> {
+        let quorum = durable_logs.len() / 2 + 1;
+        for (i, &(term, hash)) in self.applied.iter().enumerate() {
+            let holders = durable_logs
+                .iter()
+                .filter(|(_, log)| {
+                    log.get(i)
+                        .is_some_and(|e| e.term == term && payload_hash(&e.payload) == hash)
+                })
+                .count();
+            if holders < quorum {
+                return Err(format!(
+                    "durability: committed entry {}@{term} is stored on only {holders} of {} nodes",
+                    i + 1,
+                    durable_logs.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Log;
+
+    fn noop(index: Index, term: Term) -> Entry {
+        Entry {
+            index,
+            term,
+            payload: Payload::Noop,
+        }
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_caught() {
+        let mut inv = Invariants::default();
+        inv.on_leader(1, 3, &Log::default()).unwrap();
+        inv.on_leader(1, 3, &Log::default()).unwrap();
+        assert!(inv
+            .on_leader(2, 3, &Log::default())
+            .unwrap_err()
+            .contains("election safety"));
+    }
+
+    #[test]
+    fn a_leader_missing_a_committed_entry_is_caught() {
+        let mut inv = Invariants::default();
+        inv.on_apply(1, &noop(1, 1)).unwrap();
+        let err = inv.on_leader(2, 2, &Log::default()).unwrap_err();
+        assert!(err.contains("leader completeness"), "{err}");
+        inv.on_leader(3, 3, &Log::restore(vec![noop(1, 1)]))
+            .unwrap();
+    }
+
+    #[test]
+    fn diverging_copies_of_one_entry_are_caught() {
+        let mut inv = Invariants::default();
+        let a = vec![noop(1, 1), noop(2, 2)];
+        inv.on_persist(1, &a, &a).unwrap();
+        let b = vec![noop(1, 2), noop(2, 2)];
+        let err = inv.on_persist(2, &b[1..], &b).unwrap_err();
+        assert!(err.contains("log matching"), "{err}");
+    }
+
+    #[test]
+    fn different_entries_applied_at_one_index_are_caught() {
+        let mut inv = Invariants::default();
+        inv.on_apply(1, &noop(1, 1)).unwrap();
+        assert!(inv
+            .on_apply(2, &noop(1, 2))
+            .unwrap_err()
+            .contains("state machine safety"));
+        assert!(inv.on_apply(2, &noop(5, 2)).is_err(), "gaps are caught");
+    }
+
+    #[test]
+    fn a_committed_entry_on_a_minority_is_caught() {
+        let mut inv = Invariants::default();
+        inv.on_apply(1, &noop(1, 1)).unwrap();
+        let full = vec![noop(1, 1)];
+        let empty: Vec<Entry> = vec![];
+        let ok = [(1, &full[..]), (2, &full[..]), (3, &empty[..])];
+        inv.check_durability(&ok).unwrap();
+        let bad = [(1, &full[..]), (2, &empty[..]), (3, &empty[..])];
+        assert!(inv
+            .check_durability(&bad)
+            .unwrap_err()
+            .contains("durability"));
+    }
+}

@@ -1,0 +1,735 @@
+//! A deterministic cluster simulator: many replicas in one thread, virtual time, a
+//! seeded network that delays, drops, duplicates and reorders, cut links, crashes that
+//! lose everything not yet durable, and simulated clients whose history is checked for
+//! linearizability.
+//!
+//! One seed determines everything (node timers, network fate of every message, client
+//! choices, faults), so a failing run is replayed exactly from its seed. After every step
+//! the safety properties of [`invariants`] are checked; on a violation the run stops with
+//! an error naming the seed. Re-running that seed with `trace` on prints the last steps in
+//! the `n1@3 → n2 Append …` vocabulary shared with the node's logs.
+//!
+//! Time: a step is the smallest unit; every [`STEPS_PER_TICK`] steps each live node
+//! ticks. Message delays are in steps, so messages interleave within a tick.
+
+mod clients;
+pub mod invariants;
+pub mod network;
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, VecDeque},
+    hash::{DefaultHasher, Hash, Hasher},
+};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use clients::{Clients, Token};
+pub use clients::{HistoryOp, HistoryStatus, OpKind};
+use invariants::Invariants;
+pub use network::{Links, NetworkConfig};
+
+use crate::{
+    raft::{Body, Entry, HardState, Message, NodeId, Role, Term},
+    replica::{ClientOp, Outcome, Replica, ReplicaConfig},
+};
+
+/// Simulator steps per Raft tick.
+pub const STEPS_PER_TICK: u64 = 10;
+
+/// Random faults injected while the simulation runs (per tick probabilities).
+#[derive(Clone, Debug, Default)]
+pub struct FaultConfig {
+    /// A random live node crashes.
+    pub crash: f64,
+    /// Each crashed node restarts.
+    pub restart: f64,
+    /// The network is re-partitioned at random (isolate one node, split in two, or cut
+    /// one link one way).
+    pub partition: f64,
+    /// All cut links heal.
+    pub heal: f64,
+}
+
+/// Everything a run depends on besides the seed.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub network: NetworkConfig,
+    pub replica: ReplicaConfig,
+    pub faults: FaultConfig,
+    /// Simulated clients, each with at most one operation outstanding.
+    pub clients: usize,
+    /// Keys the clients use (few keys, so operations contend).
+    pub keys: usize,
+    /// Per-tick probability that an idle client starts an operation.
+    pub client_rate: f64,
+    /// A client waits this many ticks for a reply before retrying elsewhere.
+    pub client_timeout_ticks: u64,
+    /// Keep the last this many trace lines (0: no tracing, fastest).
+    pub trace: usize,
+}
+
+impl SimConfig {
+    /// A quiet cluster: reliable network, no faults, no clients.
+    pub fn new(seed: u64, nodes: usize) -> SimConfig {
+        let mut replica = ReplicaConfig::default();
+        replica.raft.election_ticks = 10;
+        replica.raft.heartbeat_ticks = 2;
+        replica.request_timeout_ticks = 60;
+        SimConfig {
+            seed,
+            nodes,
+            network: NetworkConfig::reliable(),
+            replica,
+            faults: FaultConfig::default(),
+            clients: 0,
+            keys: 3,
+            client_rate: 0.3,
+            client_timeout_ticks: 40,
+            trace: 0,
+        }
+    }
+}
+
+/// Message and election counters, for the message-economy tests.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Messages sent, by kind.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Times a node became leader.
+    pub elections_won: u64,
+}
+
+impl Stats {
+    pub fn total_sent(&self) -> u64 {
+        self.sent.values().sum()
+    }
+}
+
+/// A safety violation, with what is needed to reproduce it.
+#[derive(Clone, Debug)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {}: {}",
+            self.seed, self.step, self.message
+        )
+    }
+}
+
+/// One node: its replica while running, and what survives a crash.
+struct SimNode {
+    replica: Option<Replica<Token>>,
+    /// What this node has made durable: all a restart gets back.
+    hard_state: HardState,
+    log: Vec<Entry>,
+    restarts: u64,
+    /// The term in which we last saw it lead, to check each new leadership once.
+    led_term: Option<Term>,
+}
+
+enum Event {
+    Deliver(Message),
+    Request {
+        node: NodeId,
+        token: Token,
+        op: ClientOp,
+    },
+    Reply {
+        token: Token,
+        outcome: Outcome,
+    },
+}
+
+/// A queued event, ordered by time and then by creation so ties replay identically.
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The simulator. See the module documentation.
+pub struct Sim {
+    cfg: SimConfig,
+    rng: StdRng,
+    step: u64,
+    seq: u64,
+    ids: Vec<NodeId>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    links: Links,
+    invariants: Invariants,
+    clients: Clients,
+    /// Replies to scripted requests ([`Sim::request`]), by request id.
+    scripted: BTreeMap<u64, Option<Outcome>>,
+    next_scripted: u64,
+    faults_enabled: bool,
+    stats: Stats,
+    trace: VecDeque<String>,
+    digest: DefaultHasher,
+    failure: Option<SimFailure>,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        assert!(
+            (1..=7).contains(&cfg.nodes),
+            "the simulator runs 1 to 7 nodes"
+        );
+        let ids: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
+        let mut sim = Sim {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            step: 0,
+            seq: 0,
+            nodes: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            links: Links::default(),
+            invariants: Invariants::default(),
+            clients: Clients::new(
+                cfg.clients,
+                cfg.keys,
+                &ids,
+                cfg.client_timeout_ticks * STEPS_PER_TICK,
+            ),
+            scripted: BTreeMap::new(),
+            next_scripted: 1,
+            faults_enabled: true,
+            stats: Stats::default(),
+            trace: VecDeque::new(),
+            digest: DefaultHasher::new(),
+            failure: None,
+            ids,
+            cfg,
+        };
+        for id in sim.ids.clone() {
+            let node = SimNode {
+                replica: None,
+                hard_state: HardState::default(),
+                log: Vec::new(),
+                restarts: 0,
+                led_term: None,
+            };
+            sim.nodes.insert(id, node);
+            sim.start(id);
+        }
+        sim
+    }
+
+    // ----- inspection ----------------------------------------------------------------
+
+    pub fn seed(&self) -> u64 {
+        self.cfg.seed
+    }
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+    pub fn now_ticks(&self) -> u64 {
+        self.step / STEPS_PER_TICK
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn links(&mut self) -> &mut Links {
+        &mut self.links
+    }
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[&id].replica.is_some()
+    }
+    pub fn replica(&self, id: NodeId) -> Option<&Replica<Token>> {
+        self.nodes[&id].replica.as_ref()
+    }
+    /// Entries `id` has made durable.
+    pub fn durable_log(&self, id: NodeId) -> &[Entry] {
+        &self.nodes[&id].log
+    }
+    /// Entries known committed (applied by at least one node).
+    pub fn committed(&self) -> u64 {
+        self.invariants.committed()
+    }
+    pub fn history(&self) -> &[HistoryOp] {
+        self.clients.history()
+    }
+    /// The first safety violation, if any.
+    pub fn failure(&self) -> Option<&SimFailure> {
+        self.failure.as_ref()
+    }
+    /// The last trace lines (only with `trace > 0`).
+    pub fn trace(&self) -> Vec<String> {
+        self.trace.iter().cloned().collect()
+    }
+    /// A digest of every event so far: equal digests mean identical runs.
+    pub fn digest(&self) -> u64 {
+        self.digest.finish()
+    }
+
+    /// Live leaders, as (id, term), sorted by id.
+    pub fn leaders(&self) -> Vec<(NodeId, Term)> {
+        self.nodes
+            .iter()
+            .filter_map(|(&id, n)| n.replica.as_ref().map(|r| (id, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .map(|(id, r)| (id, r.node().term()))
+            .collect()
+    }
+
+    /// The live leader of the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leaders()
+            .into_iter()
+            .max_by_key(|&(_, t)| t)
+            .map(|(id, _)| id)
+    }
+
+    // ----- control -------------------------------------------------------------------
+
+    /// Turns the random faults of the config on or off (scenarios script their own).
+    pub fn set_faults(&mut self, enabled: bool) {
+        self.faults_enabled = enabled;
+    }
+
+    /// Lets idle clients start operations or not.
+    pub fn set_clients_active(&mut self, active: bool) {
+        self.clients.set_active(active);
+    }
+
+    pub fn crash(&mut self, id: NodeId) {
+        if self
+            .nodes
+            .get_mut(&id)
+            .and_then(|n| n.replica.take())
+            .is_some()
+        {
+            self.note(format!("n{id} crashes"));
+            self.check(|s| s.check_durability());
+        }
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        if !self.is_up(id) {
+            self.start(id);
+            self.note(format!("n{id} restarts"));
+        }
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.restarts += 1;
+        let mut h = DefaultHasher::new();
+        (self.cfg.seed, id, node.restarts).hash(&mut h);
+        node.replica = Some(Replica::new(
+            id,
+            &self.ids,
+            self.cfg.replica.clone(),
+            h.finish(),
+            node.hard_state,
+            node.log.clone(),
+        ));
+        node.led_term = None;
+    }
+
+    /// Sends a client request straight to `node` (bypassing the simulated clients);
+    /// its outcome appears in [`Sim::outcome`].
+    pub fn request(&mut self, node: NodeId, op: ClientOp) -> u64 {
+        let id = self.next_scripted;
+        self.next_scripted += 1;
+        self.scripted.insert(id, None);
+        self.schedule(
+            1,
+            Event::Request {
+                node,
+                token: Token::Script(id),
+                op,
+            },
+        );
+        id
+    }
+
+    pub fn outcome(&self, request: u64) -> Option<&Outcome> {
+        self.scripted.get(&request).and_then(Option::as_ref)
+    }
+
+    /// Runs `ticks` ticks. Returns false if a safety violation stopped the run.
+    pub fn run_ticks(&mut self, ticks: u64) -> bool {
+        let end = self.step + ticks * STEPS_PER_TICK;
+        while self.step < end && self.failure.is_none() {
+            self.advance();
+        }
+        self.failure.is_none()
+    }
+
+    /// Runs until `done` holds (checked every tick) or `max_ticks` pass. Returns whether
+    /// `done` held.
+    pub fn run_until(&mut self, max_ticks: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        for _ in 0..max_ticks {
+            if done(self) {
+                return true;
+            }
+            if !self.run_ticks(1) {
+                return false;
+            }
+        }
+        done(self)
+    }
+
+    /// Stops injecting faults, heals the network, restarts every node, lets clients
+    /// finish, and checks that the cluster recovers: one leader, every node caught up,
+    /// every client operation concluded. Then checks durability once more.
+    pub fn settle(&mut self, max_ticks: u64) -> Result<(), String> {
+        self.faults_enabled = false;
+        self.clients.set_active(false);
+        self.links.heal();
+        for id in self.ids.clone() {
+            self.restart(id);
+        }
+        let converged = self.run_until(max_ticks, |s| {
+            let Some(leader) = s.leader() else {
+                return false;
+            };
+            let lr = s.replica(leader).expect("leader is up");
+            let target = lr.node().last_index();
+            lr.node().commit_index() == target
+                && s.leaders().len() == 1
+                && s.clients.idle()
+                && s.ids.iter().all(|&id| {
+                    s.replica(id)
+                        .is_some_and(|r| r.node().applied_index() == target)
+                })
+        });
+        if let Some(f) = &self.failure {
+            return Err(f.to_string());
+        }
+        if !converged {
+            let states: Vec<String> = self
+                .ids
+                .iter()
+                .map(|&id| match self.replica(id) {
+                    Some(r) => format!(
+                        "n{id}: {} term {} last {} commit {} applied {}",
+                        r.role().as_str(),
+                        r.node().term(),
+                        r.node().last_index(),
+                        r.node().commit_index(),
+                        r.node().applied_index()
+                    ),
+                    None => format!("n{id}: down"),
+                })
+                .collect();
+            return Err(format!(
+                "seed {}: cluster did not converge within {max_ticks} ticks after healing: {}; \
+                 clients idle: {}",
+                self.cfg.seed,
+                states.join("; "),
+                self.clients.idle()
+            ));
+        }
+        self.clients.finish();
+        self.check_durability()
+    }
+
+    // ----- the step loop -------------------------------------------------------------
+
+    fn advance(&mut self) {
+        self.step += 1;
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse(s)| s.at <= self.step)
+        {
+            let Reverse(s) = self.queue.pop().expect("peeked");
+            self.handle(s.event);
+            if self.failure.is_some() {
+                return;
+            }
+        }
+        if self.step % STEPS_PER_TICK == 0 {
+            self.tick();
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.faults_enabled {
+            self.inject_faults();
+        }
+        for id in self.ids.clone() {
+            if let Some(r) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) {
+                r.tick();
+                self.drive(id);
+            }
+        }
+        let requests = self
+            .clients
+            .tick(self.step, self.cfg.client_rate, &mut self.rng);
+        for (node, op, client) in requests {
+            let token = self.clients.token(client);
+            self.send_request(node, token, op);
+        }
+        if self.now_ticks() % 100 == 0 {
+            self.check(|s| s.check_durability());
+        }
+    }
+
+    fn inject_faults(&mut self) {
+        let f = self.cfg.faults.clone();
+        if f.crash > 0.0 && self.rng.gen_bool(f.crash) {
+            let up: Vec<NodeId> = self
+                .ids
+                .iter()
+                .copied()
+                .filter(|&i| self.is_up(i))
+                .collect();
+            if !up.is_empty() {
+                let victim = up[self.rng.gen_range(0..up.len())];
+                self.crash(victim);
+            }
+        }
+        if f.restart > 0.0 {
+            for id in self.ids.clone() {
+                if !self.is_up(id) && self.rng.gen_bool(f.restart) {
+                    self.restart(id);
+                }
+            }
+        }
+        if f.partition > 0.0 && self.rng.gen_bool(f.partition) {
+            let n = self.ids.len();
+            match self.rng.gen_range(0..3) {
+                0 => {
+                    let victim = self.ids[self.rng.gen_range(0..n)];
+                    self.links.heal();
+                    let ids = self.ids.clone();
+                    self.links.isolate(victim, &ids);
+                }
+                1 => {
+                    let mut a = Vec::new();
+                    let mut b = Vec::new();
+                    for &id in &self.ids {
+                        if self.rng.gen_bool(0.5) {
+                            a.push(id)
+                        } else {
+                            b.push(id)
+                        }
+                    }
+                    self.links.partition(&[a, b]);
+                }
+                _ => {
+                    let from = self.ids[self.rng.gen_range(0..n)];
+                    let to = self.ids[self.rng.gen_range(0..n)];
+                    if from != to {
+                        self.links.cut_one_way(from, to);
+                    }
+                }
+            }
+            let desc = self.links.describe();
+            self.note(format!("network: cut {desc}"));
+        }
+        if f.heal > 0.0 && !self.links.is_healed() && self.rng.gen_bool(f.heal) {
+            self.links.heal();
+            self.note("network: healed".into());
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver(m) => {
+                let (from, to) = (m.from, m.to);
+                if self.links.is_cut(from, to) || !self.is_up(to) {
+                    return;
+                }
+                self.digest_event(&(1u8, from, to, m.term, self.step));
+                if self.cfg.trace > 0 {
+                    self.note(format!("{m}"));
+                }
+                if let Some(r) = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()) {
+                    r.step(m);
+                }
+                self.drive(to);
+            }
+            Event::Request { node, token, op } => {
+                let Some(r) = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()) else {
+                    return; // the client will time out
+                };
+                r.request(token, op);
+                self.drive(node);
+            }
+            Event::Reply { token, outcome } => {
+                self.digest_event(&(2u8, format!("{token:?}{outcome:?}"), self.step));
+                match token {
+                    Token::Script(id) => {
+                        self.scripted.insert(id, Some(outcome));
+                    }
+                    Token::Client { .. } => {
+                        let step = self.step;
+                        let result = self.clients.on_reply(token, outcome, step);
+                        if let Err(e) = result {
+                            self.fail(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Does what a node's runtime does with its ready output: persist, then send and
+    /// reply; repeated until the node has nothing more to do.
+    fn drive(&mut self, id: NodeId) {
+        loop {
+            let node = self.nodes.get_mut(&id).expect("known node");
+            let Some(replica) = node.replica.as_mut() else {
+                return;
+            };
+            let ready = replica.ready();
+            if ready.is_empty() {
+                break;
+            }
+            if let Some(hs) = ready.hard_state {
+                node.hard_state = hs;
+            }
+            if let (Some(first), Some(last)) = (ready.entries.first(), ready.entries.last()) {
+                node.log.truncate(first.index as usize - 1);
+                node.log.extend(ready.entries.iter().cloned());
+                replica.persisted(last.index, last.term);
+                let node = &self.nodes[&id];
+                if let Err(e) = self.invariants.on_persist(id, &ready.entries, &node.log) {
+                    return self.fail(e);
+                }
+            }
+            for entry in &ready.applied {
+                if let Err(e) = self.invariants.on_apply(id, entry) {
+                    return self.fail(e);
+                }
+            }
+            for m in ready.messages {
+                self.send_message(m);
+            }
+            for (token, outcome) in ready.replies {
+                let delays = self.cfg.network.delays(&mut self.rng);
+                for d in delays.into_iter().take(1) {
+                    let outcome = outcome.clone();
+                    self.schedule(d, Event::Reply { token, outcome });
+                }
+            }
+        }
+        self.check_new_leader(id);
+    }
+
+    fn check_new_leader(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let Some(r) = node.replica.as_ref() else {
+            return;
+        };
+        if r.role() != Role::Leader || node.led_term == Some(r.node().term()) {
+            return;
+        }
+        let term = r.node().term();
+        node.led_term = Some(term);
+        self.stats.elections_won += 1;
+        let node = &self.nodes[&id];
+        let log = node.replica.as_ref().expect("up").node().log();
+        if let Err(e) = self.invariants.on_leader(id, term, log) {
+            return self.fail(e);
+        }
+        self.note(format!("n{id}@{term} becomes leader"));
+    }
+
+    fn send_message(&mut self, m: Message) {
+        let kind = match &m.body {
+            Body::PreVote { .. } => "PreVote",
+            Body::PreVoteResponse { .. } => "PreVoteResponse",
+            Body::Vote { .. } => "Vote",
+            Body::VoteResponse { .. } => "VoteResponse",
+            Body::Append { entries, .. } if entries.is_empty() => "Heartbeat",
+            Body::Append { .. } => "Append",
+            Body::AppendResponse { .. } => "AppendResponse",
+        };
+        *self.stats.sent.entry(kind).or_default() += 1;
+        let delays = self.cfg.network.delays(&mut self.rng);
+        for d in delays {
+            self.schedule(d, Event::Deliver(m.clone()));
+        }
+    }
+
+    fn send_request(&mut self, node: NodeId, token: Token, op: ClientOp) {
+        let delays = self.cfg.network.delays(&mut self.rng);
+        if let Some(&d) = delays.first() {
+            self.schedule(d, Event::Request { node, token, op });
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        let s = Scheduled {
+            at: self.step + delay.max(1),
+            seq: self.seq,
+            event,
+        };
+        self.queue.push(Reverse(s));
+    }
+
+    // ----- checking and tracing ------------------------------------------------------
+
+    fn check_durability(&self) -> Result<(), String> {
+        let logs: Vec<(NodeId, &[Entry])> = self
+            .nodes
+            .iter()
+            .map(|(&id, n)| (id, n.log.as_slice()))
+            .collect();
+        self.invariants.check_durability(&logs)
+    }
+
+    fn check(&mut self, f: impl FnOnce(&Sim) -> Result<(), String>) {
+        if let Err(e) = f(self) {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        if self.failure.is_none() {
+            self.note(format!("VIOLATION: {message}"));
+            self.failure = Some(SimFailure {
+                seed: self.cfg.seed,
+                step: self.step,
+                message,
+            });
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        self.digest_event(&line);
+        if self.cfg.trace > 0 {
+            if self.trace.len() == self.cfg.trace {
+                self.trace.pop_front();
+            }
+            self.trace
+                .push_back(format!("t={:>6}.{} {line}", self.step / 10, self.step % 10));
+        }
+    }
+
+    fn digest_event<H: Hash>(&mut self, e: &H) {
+        e.hash(&mut self.digest);
+    }
+}
