@@ -6,3 +6,4 @@ pub mod error;
 pub mod kv;
 pub mod protocol;
 pub mod raft;
+pub mod storage;
