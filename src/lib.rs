@@ -8,3 +8,4 @@ pub mod protocol;
 pub mod raft;
 pub mod replica;
 pub mod sim;
+pub mod storage;
