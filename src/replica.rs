@@ -273,6 +273,19 @@ impl<T> Replica<T> {
         }
     }
 
+    /// Fails every request still waiting, for a clean shutdown: writes get `timeout`
+    /// (they may still commit on the other nodes), reads get `unavailable`.
+    pub fn shutdown(&mut self) {
+        self.now = u64::MAX;
+        for w in self.pending_writes.values_mut() {
+            w.deadline = 0;
+        }
+        for r in self.pending_reads.values_mut() {
+            r.deadline = 0;
+        }
+        self.expire_requests();
+    }
+
     /// Answers requests that waited too long. A write's fate is then unknown; a read
     /// simply was not served.
     fn expire_requests(&mut self) {
