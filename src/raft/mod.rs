@@ -6,3 +6,6 @@ mod types;
 pub use log::Log;
 pub use node::{Config, NotLeader, RaftNode, ReadId, Ready, Role};
 pub use types::*;
+
+#[cfg(test)]
+mod tests;
