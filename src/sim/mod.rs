@@ -12,6 +12,7 @@
 //! Time: a step is the smallest unit; every [`STEPS_PER_TICK`] steps each live node
 //! ticks. Message delays are in steps, so messages interleave within a tick.
 
+mod chaos;
 mod clients;
 pub mod invariants;
 pub mod network;
@@ -25,6 +26,7 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use clients::{Clients, Token};
+pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
 pub use clients::{HistoryOp, HistoryStatus, OpKind};
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
