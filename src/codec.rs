@@ -31,7 +31,11 @@ pub fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>, max: usize) -> i
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(if buf.is_empty() { Line::Eof } else { Line::Truncated });
+            return Ok(if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Truncated
+            });
         }
         let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
             Some(pos) => (&available[..pos], true),

@@ -55,7 +55,10 @@ impl ClusterConfig {
                 return Err(Error::Config(format!("node id {} appears twice", n.id)));
             }
             if n.raft.trim().is_empty() || n.client.trim().is_empty() {
-                return Err(Error::Config(format!("node {} needs \"raft\" and \"client\"", n.id)));
+                return Err(Error::Config(format!(
+                    "node {} needs \"raft\" and \"client\"",
+                    n.id
+                )));
             }
         }
         Ok(())

@@ -8,7 +8,11 @@ pub enum Error {
     /// An I/O call failed; `context` says what we were doing.
     Io { context: String, source: io::Error },
     /// Data on disk is damaged in a way recovery must not paper over.
-    Corrupt { file: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     /// Another process holds the data directory.
     Locked(PathBuf),
     /// A cluster file or command-line setting is invalid.
@@ -21,7 +25,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -29,8 +36,16 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::Corrupt { file, offset, reason } => {
-                write!(f, "corrupt data in {} at byte offset {offset}: {reason}", file.display())
+            Error::Corrupt {
+                file,
+                offset,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "corrupt data in {} at byte offset {offset}: {reason}",
+                    file.display()
+                )
             }
             Error::Locked(dir) => write!(
                 f,

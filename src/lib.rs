@@ -1,8 +1,11 @@
 //! raftkv: a Raft-replicated key-value store on std threads and crossbeam channels.
 
+pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod kv;
 pub mod protocol;
 pub mod raft;
+pub mod server;

@@ -24,8 +24,15 @@ pub struct Request {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Get { key: String, stale: bool },
-    Write { key: String, op: WriteOp, session: Option<Session> },
+    Get {
+        key: String,
+        stale: bool,
+    },
+    Write {
+        key: String,
+        op: WriteOp,
+        session: Option<Session>,
+    },
     Status,
 }
 
@@ -63,7 +70,10 @@ pub struct BadRequest {
 
 /// Parses one request line.
 pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
-    let bad = |id: &Option<Value>, message: String| BadRequest { id: id.clone(), message };
+    let bad = |id: &Option<Value>, message: String| BadRequest {
+        id: id.clone(),
+        message,
+    };
     let value: Value = serde_json::from_slice(line).map_err(|e| BadRequest {
         id: None,
         message: format!("invalid JSON: {e}"),
@@ -96,14 +106,20 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
         "put" | "append" | "delete" => {
             let key = key_field(&obj).map_err(|m| bad(&id, m))?;
             let write = match op {
-                "put" => WriteOp::Put { value: value_field(&obj).map_err(|m| bad(&id, m))? },
-                "append" => {
-                    WriteOp::Append { value: value_field(&obj).map_err(|m| bad(&id, m))? }
-                }
+                "put" => WriteOp::Put {
+                    value: value_field(&obj).map_err(|m| bad(&id, m))?,
+                },
+                "append" => WriteOp::Append {
+                    value: value_field(&obj).map_err(|m| bad(&id, m))?,
+                },
                 _ => WriteOp::Delete,
             };
             let session = session_fields(&obj).map_err(|m| bad(&id, m))?;
-            Op::Write { key, op: write, session }
+            Op::Write {
+                key,
+                op: write,
+                session,
+            }
         }
         "status" => Op::Status,
         other => {
@@ -119,9 +135,10 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
 
 fn key_field(obj: &Map<String, Value>) -> Result<String, String> {
     match obj.get("key") {
-        Some(Value::String(k)) if k.len() > MAX_KEY_BYTES => {
-            Err(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", k.len()))
-        }
+        Some(Value::String(k)) if k.len() > MAX_KEY_BYTES => Err(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            k.len()
+        )),
         Some(Value::String(k)) => Ok(k.clone()),
         Some(_) => Err("\"key\" must be a string".into()),
         None => Err("missing \"key\"".into()),
@@ -130,9 +147,10 @@ fn key_field(obj: &Map<String, Value>) -> Result<String, String> {
 
 fn value_field(obj: &Map<String, Value>) -> Result<String, String> {
     match obj.get("value") {
-        Some(Value::String(v)) if v.len() > MAX_VALUE_BYTES => {
-            Err(format!("value is {} bytes; the limit is {MAX_VALUE_BYTES}", v.len()))
-        }
+        Some(Value::String(v)) if v.len() > MAX_VALUE_BYTES => Err(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+            v.len()
+        )),
         Some(Value::String(v)) => Ok(v.clone()),
         Some(_) => Err("\"value\" must be a string".into()),
         None => Err("missing \"value\"".into()),
@@ -152,7 +170,10 @@ fn session_fields(obj: &Map<String, Value>) -> Result<Option<Session>, String> {
                 return Err(format!("\"client\" is longer than {MAX_KEY_BYTES} bytes"));
             }
             match s.as_u64() {
-                Some(seq) if seq >= 1 => Ok(Some(Session { client: c.clone(), seq })),
+                Some(seq) if seq >= 1 => Ok(Some(Session {
+                    client: c.clone(),
+                    seq,
+                })),
                 _ => Err("\"seq\" must be an integer from 1 to 2^64-1".into()),
             }
         }
@@ -233,18 +254,41 @@ mod tests {
             r.op,
             Op::Write {
                 key: "foo".into(),
-                op: WriteOp::Put { value: "bar".into() },
-                session: Some(Session { client: "c7".into(), seq: 1 })
+                op: WriteOp::Put {
+                    value: "bar".into()
+                },
+                session: Some(Session {
+                    client: "c7".into(),
+                    seq: 1
+                })
             }
         );
         let r = parse(r#"{"op":"get","key":"foo","id":42}"#).unwrap();
         assert_eq!(r.id, Some(json!(42)));
-        assert_eq!(r.op, Op::Get { key: "foo".into(), stale: false });
+        assert_eq!(
+            r.op,
+            Op::Get {
+                key: "foo".into(),
+                stale: false
+            }
+        );
         let r = parse(r#"{"op":"get","key":"foo","consistency":"stale"}"#).unwrap();
-        assert_eq!(r.op, Op::Get { key: "foo".into(), stale: true });
+        assert_eq!(
+            r.op,
+            Op::Get {
+                key: "foo".into(),
+                stale: true
+            }
+        );
         assert_eq!(parse(r#"{"op":"status"}"#).unwrap().op, Op::Status);
         let r = parse(r#"{"op":"delete","key":"foo","client":"c7","seq":3}"#).unwrap();
-        assert!(matches!(r.op, Op::Write { op: WriteOp::Delete, .. }));
+        assert!(matches!(
+            r.op,
+            Op::Write {
+                op: WriteOp::Delete,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -253,12 +297,30 @@ mod tests {
             (r#"{"op":"frob","id":"x"}"#, Some(json!("x"))),
             (r#"{"op":"put","key":"k","id":7}"#, Some(json!(7))),
             (r#"{"op":"put","key":"k","value":1,"id":7}"#, Some(json!(7))),
-            (r#"{"op":"put","key":"k","value":"v","client":"c","id":1}"#, Some(json!(1))),
-            (r#"{"op":"put","key":"k","value":"v","seq":3,"id":1}"#, Some(json!(1))),
-            (r#"{"op":"put","key":"k","value":"v","client":"","seq":3}"#, None),
-            (r#"{"op":"put","key":"k","value":"v","client":"c","seq":0}"#, None),
-            (r#"{"op":"put","key":"k","value":"v","client":"c","seq":-2}"#, None),
-            (r#"{"op":"put","key":"k","value":"v","client":"c","seq":1.5}"#, None),
+            (
+                r#"{"op":"put","key":"k","value":"v","client":"c","id":1}"#,
+                Some(json!(1)),
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","seq":3,"id":1}"#,
+                Some(json!(1)),
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","client":"","seq":3}"#,
+                None,
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","client":"c","seq":0}"#,
+                None,
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","client":"c","seq":-2}"#,
+                None,
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","client":"c","seq":1.5}"#,
+                None,
+            ),
             (r#"{"op":"get","key":"k","consistency":"eventual"}"#, None),
             (r#"{"key":"k"}"#, None),
             (r#"[1,2]"#, None),
@@ -282,7 +344,13 @@ mod tests {
 
     #[test]
     fn error_responses_always_carry_leader_fields() {
-        let v = error_response(Some(json!(1)), ErrorCode::NotLeader, "no", Some(2), Some("a:1"));
+        let v = error_response(
+            Some(json!(1)),
+            ErrorCode::NotLeader,
+            "no",
+            Some(2),
+            Some("a:1"),
+        );
         assert_eq!(v["error"], "not_leader");
         assert_eq!(v["leader_addr"], "a:1");
         assert_eq!(v["id"], 1);

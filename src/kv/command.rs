@@ -54,5 +54,7 @@ pub enum WriteResult {
     Ok,
     /// The command's `seq` is older than the newest one applied for its client; the
     /// answer to that older request is no longer kept.
-    StaleSeq { last_seq: u64 },
+    StaleSeq {
+        last_seq: u64,
+    },
 }

@@ -51,7 +51,9 @@ impl Store {
                     return record.last_result.clone();
                 }
                 if session.seq < record.last_seq {
-                    return WriteResult::StaleSeq { last_seq: record.last_seq };
+                    return WriteResult::StaleSeq {
+                        last_seq: record.last_seq,
+                    };
                 }
             }
         }
@@ -60,7 +62,10 @@ impl Store {
                 self.data.insert(command.key.clone(), value.clone());
             }
             WriteOp::Append { value } => {
-                self.data.entry(command.key.clone()).or_default().push_str(value);
+                self.data
+                    .entry(command.key.clone())
+                    .or_default()
+                    .push_str(value);
             }
             WriteOp::Delete => {
                 self.data.remove(&command.key);
@@ -70,7 +75,10 @@ impl Store {
         if let Some(session) = &command.session {
             self.sessions.insert(
                 session.client.clone(),
-                SessionRecord { last_seq: session.seq, last_result: result.clone() },
+                SessionRecord {
+                    last_seq: session.seq,
+                    last_result: result.clone(),
+                },
             );
         }
         result
@@ -85,7 +93,10 @@ mod tests {
         Command {
             key: key.into(),
             op,
-            session: session.map(|(c, s)| Session { client: c.into(), seq: s }),
+            session: session.map(|(c, s)| Session {
+                client: c.into(),
+                seq: s,
+            }),
         }
     }
 
@@ -97,7 +108,11 @@ mod tests {
     fn put_append_delete() {
         let mut s = Store::new();
         s.apply(&cmd("k", append("a"), None));
-        assert_eq!(s.get("k"), Some("a"), "append to a missing key starts from \"\"");
+        assert_eq!(
+            s.get("k"),
+            Some("a"),
+            "append to a missing key starts from \"\""
+        );
         s.apply(&cmd("k", append("b"), None));
         assert_eq!(s.get("k"), Some("ab"));
         s.apply(&cmd("k", WriteOp::Put { value: "x".into() }, None));
@@ -110,8 +125,14 @@ mod tests {
     #[test]
     fn a_retried_write_is_applied_once() {
         let mut s = Store::new();
-        assert_eq!(s.apply(&cmd("k", append("a"), Some(("c1", 1)))), WriteResult::Ok);
-        assert_eq!(s.apply(&cmd("k", append("a"), Some(("c1", 1)))), WriteResult::Ok);
+        assert_eq!(
+            s.apply(&cmd("k", append("a"), Some(("c1", 1)))),
+            WriteResult::Ok
+        );
+        assert_eq!(
+            s.apply(&cmd("k", append("a"), Some(("c1", 1)))),
+            WriteResult::Ok
+        );
         assert_eq!(s.get("k"), Some("a"));
         s.apply(&cmd("k", append("b"), Some(("c1", 2))));
         s.apply(&cmd("k", append("z"), Some(("c2", 1))));

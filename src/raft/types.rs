@@ -64,11 +64,21 @@ pub struct Message {
 #[serde(rename_all = "snake_case")]
 pub enum Body {
     /// "Would you vote for me in `term`?" Changes nobody's term or vote.
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResponse { granted: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
     /// RequestVote (§5.2, §5.4.1).
-    Vote { last_index: Index, last_term: Term },
-    VoteResponse { granted: bool },
+    Vote {
+        last_index: Index,
+        last_term: Term,
+    },
+    VoteResponse {
+        granted: bool,
+    },
     /// AppendEntries (§5.3); with no entries it is a heartbeat. `read_round` is the
     /// leader's latest ReadIndex round, echoed back to confirm leadership for reads.
     Append {
@@ -78,7 +88,10 @@ pub enum Body {
         commit: Index,
         read_round: u64,
     },
-    AppendResponse { result: AppendResult, read_round: u64 },
+    AppendResponse {
+        result: AppendResult,
+        read_round: u64,
+    },
 }
 
 /// A follower's answer to an AppendEntries.
@@ -114,23 +127,32 @@ impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "n{}@{} → n{} ", self.from, self.term, self.to)?;
         match &self.body {
-            Body::PreVote { last_index, last_term } => {
+            Body::PreVote {
+                last_index,
+                last_term,
+            } => {
                 write!(f, "PreVote last={}", Pos(*last_index, *last_term))
             }
             Body::PreVoteResponse { granted } => write!(f, "PreVoteResponse granted={granted}"),
-            Body::Vote { last_index, last_term } => {
+            Body::Vote {
+                last_index,
+                last_term,
+            } => {
                 write!(f, "Vote last={}", Pos(*last_index, *last_term))
             }
             Body::VoteResponse { granted } => write!(f, "VoteResponse granted={granted}"),
-            Body::Append { prev_index, prev_term, entries, commit, read_round } => {
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                read_round,
+            } => {
                 write!(f, "Append base={}", Pos(*prev_index, *prev_term))?;
                 match (entries.first(), entries.last()) {
-                    (Some(a), Some(b)) if entries.len() > 1 => write!(
-                        f,
-                        " [{}..{}]",
-                        Pos(a.index, a.term),
-                        Pos(b.index, b.term)
-                    )?,
+                    (Some(a), Some(b)) if entries.len() > 1 => {
+                        write!(f, " [{}..{}]", Pos(a.index, a.term), Pos(b.index, b.term))?
+                    }
                     (Some(a), _) => write!(f, " [{}]", Pos(a.index, a.term))?,
                     _ => {}
                 }
@@ -143,7 +165,11 @@ impl fmt::Display for Message {
             Body::AppendResponse { result, read_round } => {
                 match result {
                     AppendResult::Match(i) => write!(f, "AppendResponse match={i}")?,
-                    AppendResult::Conflict { prev_index, conflict_term, conflict_index } => {
+                    AppendResult::Conflict {
+                        prev_index,
+                        conflict_term,
+                        conflict_index,
+                    } => {
                         write!(f, "AppendResponse reject base={prev_index} hint=")?;
                         match conflict_term {
                             Some(t) => write!(f, "{}", Pos(*conflict_index, *t))?,
