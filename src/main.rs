@@ -1,1 +1,5 @@
-fn main() {}
+//! The `raftkv` binary: see `raftkv --help` and PROTOCOL.md §1.
+
+fn main() {
+    std::process::exit(raftkv::cli::run(std::env::args_os()));
+}
