@@ -1,5 +1,6 @@
 //! raftkv: a Raft-replicated key-value store on std threads and crossbeam channels.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod codec;
