@@ -10,7 +10,10 @@ use std::{
 use raftkv::sim::{chaos_config, run_seed, RunSummary, Sim};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Runs seeds `first..first+count` on `threads` threads; panics with the first failure.
@@ -36,15 +39,18 @@ fn sweep(first: u64, count: u64, threads: u64) -> Vec<RunSummary> {
 
 #[test]
 fn sweep_of_random_fault_schedules_keeps_every_invariant() {
-    let count = env_u64("RAFTKV_SWEEP_SEEDS", 400);
+    let count = env_u64("RAFTKV_SWEEP_SEEDS", 3000);
     let runs = sweep(0, count, 2);
     let ops: usize = runs.iter().map(|r| r.ops_ok).sum();
-    assert!(ops > 100 * count as usize, "the sweep did real work: {ops} ops");
+    assert!(
+        ops > 100 * count as usize,
+        "the sweep did real work: {ops} ops"
+    );
 }
 
 #[test]
 fn same_seed_same_run_bit_for_bit() {
-    for seed in [3, 8, 42] {
+    for seed in [0, 1, 4] {
         let mut a = chaos_config(seed);
         a.trace = 100_000;
         let mut b = a.clone();

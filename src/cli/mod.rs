@@ -89,7 +89,7 @@ pub struct NodeArgs {
     /// Cluster file (JSON) listing every node's raft and client addresses
     #[arg(long, value_name = "FILE")]
     pub cluster: PathBuf,
-    /// Directory for this node's log, hard state and snapshots (created if missing)
+    /// Directory for this node's write-ahead log, hard state and membership (created if missing)
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Lowest level of log line to write to stderr

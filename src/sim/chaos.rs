@@ -17,10 +17,15 @@ pub fn chaos_config(seed: u64) -> SimConfig {
     cfg.clients = 5;
     cfg.keys = 3;
     cfg.client_rate = 0.2;
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         cfg.network = NetworkConfig::unreliable();
     }
-    cfg.faults = FaultConfig { crash: 0.01, restart: 0.04, partition: 0.01, heal: 0.02 };
+    cfg.faults = FaultConfig {
+        crash: 0.01,
+        restart: 0.04,
+        partition: 0.01,
+        heal: 0.02,
+    };
     cfg
 }
 
