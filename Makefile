@@ -14,7 +14,7 @@
 
 CARGO   ?= cargo
 SEEDS   ?= 100000
-BIN     := target/release/raftkv
+BIN     ?= target/release/raftkv
 CLUSTER ?= cluster.json
 DATA    ?= cluster-data
 NODES   := 1 2 3

@@ -54,8 +54,10 @@
 //! **Reads** (thesis §6.4). A read records the commit index, then waits for one
 //! heartbeat round acknowledged by a quorum (rounds are shared by all reads that arrive
 //! in the same batch) and for that index to be applied. A new leader holds reads until
-//! its no-op commits. A read on a non-leader, or on a leader that loses leadership, fails
-//! instead of returning possibly stale data.
+//! its no-op commits. A read on a non-leader fails, and so does a read whose round a
+//! quorum has not yet confirmed when its leader loses leadership; it is never answered
+//! with possibly stale data. (A read already confirmed is still served: its leadership
+//! check happened after it arrived, so it is linearizable.)
 //!
 //! **Failure of a leader's proposals.** A proposal on a non-leader is refused with the
 //! leader's id, and nothing is appended. A leader that steps down reports its

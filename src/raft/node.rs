@@ -667,15 +667,18 @@ impl RaftNode {
                 conflict_term,
                 conflict_index,
             } => {
-                if prev_index <= pr.matched || prev_index >= pr.next {
-                    return; // stale: we already know better
+                // Ignore rejections we already know better than (stale or duplicated)
+                // and those of an older term's append (`conflict_index` 0: the
+                // follower refused its term, which says nothing about its log).
+                let stale = prev_index <= pr.matched || prev_index >= pr.next;
+                if !stale && conflict_index > 0 {
+                    let hint = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
+                        Some(last_of_term) => last_of_term + 1,
+                        None => conflict_index,
+                    };
+                    pr.on_reject(hint.min(prev_index));
+                    self.send_probe(from);
                 }
-                let hint = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
-                    Some(last_of_term) => last_of_term + 1,
-                    None => conflict_index,
-                };
-                pr.on_reject(hint.min(prev_index));
-                self.send_probe(from);
             }
         }
         self.release_reads();

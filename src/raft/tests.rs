@@ -774,3 +774,41 @@ fn a_single_node_cluster_elects_itself_and_commits_after_persisting() {
     let r = n.ready();
     assert_eq!(r.reads, vec![3]);
 }
+
+#[test]
+fn a_refusal_of_an_older_terms_append_does_not_rewind_replication() {
+    // A delayed append from this node's previous term is refused with the current term
+    // and `conflict_index` 0; that says nothing about the follower's log.
+    let mut l = leader(3);
+    let term = l.term();
+    l.step(msg(
+        2,
+        1,
+        term,
+        Body::AppendResponse {
+            result: AppendResult::Match(1),
+            read_round: 0,
+        },
+    ));
+    l.ready();
+    let refusal = AppendResult::Conflict {
+        prev_index: 1,
+        conflict_term: None,
+        conflict_index: 0,
+    };
+    l.propose(put("a")).unwrap();
+    l.ready();
+    l.step(msg(
+        2,
+        1,
+        term,
+        Body::AppendResponse {
+            result: refusal,
+            read_round: 0,
+        },
+    ));
+    assert!(
+        appends(&l.ready()).is_empty(),
+        "no probe from index 1 again"
+    );
+}

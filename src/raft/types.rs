@@ -104,7 +104,8 @@ pub enum AppendResult {
     /// whole divergent term at once (§5.3, "fast backup"): if `conflict_term` is set,
     /// the follower's entry at `prev_index` has that term and the follower's first
     /// entry of that term is at `conflict_index`; otherwise the follower's log ends at
-    /// `conflict_index - 1`.
+    /// `conflict_index - 1`. `conflict_index` 0 means the append was refused for its
+    /// stale term alone.
     Conflict {
         prev_index: Index,
         conflict_term: Option<Term>,

@@ -18,7 +18,8 @@ const MAX_ATTEMPTS: u32 = 12;
 /// Whom a reply is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Token {
-    /// Attempt `attempt` of simulated client `client`'s current operation.
+    /// Attempt number `attempt` of simulated client `client`; attempt numbers are never
+    /// reused across operations, so a late reply cannot be mistaken for a newer one's.
     Client { client: usize, attempt: u64 },
     /// A request injected by a test through [`super::Sim::request`].
     Script(u64),
@@ -64,6 +65,7 @@ pub struct HistoryOp {
 struct InFlight {
     history: usize,
     op: ClientOp,
+    /// The client-wide number of the latest attempt.
     attempt: u64,
     attempts: u32,
     /// Retry when no reply came by then.
@@ -79,6 +81,8 @@ struct SimClient {
     seq: u64,
     target: NodeId,
     started: u64,
+    /// Attempts sent so far over all operations.
+    attempts_sent: u64,
     current: Option<InFlight>,
 }
 
@@ -100,6 +104,7 @@ impl Clients {
                 seq: 0,
                 target: ids[i % ids.len()],
                 started: 0,
+                attempts_sent: 0,
                 current: None,
             })
             .collect();
@@ -219,7 +224,8 @@ impl Clients {
         if f.attempts >= MAX_ATTEMPTS {
             return self.give_up(i);
         }
-        f.attempt += 1;
+        c.attempts_sent += 1;
+        f.attempt = c.attempts_sent;
         f.attempts += 1;
         f.deadline = step + self.timeout_steps;
         f.retry_at = None;
