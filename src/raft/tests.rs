@@ -791,13 +791,15 @@ fn a_refusal_of_an_older_terms_append_does_not_rewind_replication() {
         },
     ));
     l.ready();
+    for v in ["a", "b", "c"] {
+        l.propose(put(v)).unwrap();
+        l.ready();
+    }
     let refusal = AppendResult::Conflict {
-        prev_index: 1,
+        prev_index: 3,
         conflict_term: None,
         conflict_index: 0,
     };
-    l.propose(put("a")).unwrap();
-    l.ready();
     l.step(msg(
         2,
         1,
