@@ -7,5 +7,6 @@ pub mod kv;
 pub mod protocol;
 pub mod raft;
 pub mod replica;
+pub mod server;
 pub mod sim;
 pub mod storage;

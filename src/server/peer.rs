@@ -1,0 +1,118 @@
+//! The raft listener and one reader thread per accepted peer connection.
+//!
+//! Peer connections are one-way: a node reads messages here and answers on its own
+//! outgoing connection (see `replicator`). Each line is one `raft::Message` in JSON.
+//! Anything else (bad JSON, a line over [`MAX_PEER_LINE`]) is logged once and the
+//! connection closed; the node itself never stops for bad input.
+
+use std::{
+    io::BufReader,
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::Arc,
+    thread,
+    time::Duration,
+};
+
+use super::{
+    log::{debug, info, warning},
+    shared::{Input, Shared},
+};
+use crate::{
+    codec::{read_line, Line},
+    raft::Message,
+};
+
+/// Longest line accepted from a peer: far above any AppendEntries the core builds
+/// (about 1 MiB of entries, up to 6x for JSON escaping), yet bounded.
+pub(crate) const MAX_PEER_LINE: usize = 64 << 20;
+
+/// Stack size of a peer reader thread: it only parses JSON.
+const STACK: usize = 256 << 10;
+
+/// Accepts peer connections forever.
+pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                warning!("accepting a peer connection failed: {e}");
+                thread::sleep(Duration::from_millis(20)); // e.g. out of descriptors
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let shared = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("peer-reader".into())
+            .stack_size(STACK)
+            .spawn(move || read_peer(stream, &peer, &shared));
+        if let Err(e) = spawned {
+            warning!("cannot start a thread for a peer connection: {e}");
+        }
+    }
+}
+
+/// Forwards every message on one connection to the inbox until it ends or misbehaves.
+fn read_peer(stream: TcpStream, addr: &str, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    debug!("peer connection from {addr}");
+    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let mut buf = Vec::with_capacity(4096);
+    let mut from = None;
+    loop {
+        match read_line(&mut reader, &mut buf, MAX_PEER_LINE) {
+            Ok(Line::Complete) => {}
+            Ok(Line::Eof) | Ok(Line::Truncated) => break,
+            Ok(Line::TooLong) => {
+                warning!(
+                    "peer {addr} sent a line over {MAX_PEER_LINE} bytes; closing its connection"
+                );
+                return;
+            }
+            Err(e) => {
+                debug!("peer connection from {addr} failed: {e}");
+                break;
+            }
+        }
+        let message: Message = match serde_json::from_slice(&buf) {
+            Ok(m) => m,
+            Err(e) => {
+                warning!("peer {addr} sent something that is not a Raft message ({e}); closing its connection");
+                return;
+            }
+        };
+        if message.to != shared.id {
+            debug!("dropped a message for another node: {message}");
+            continue;
+        }
+        if from != Some(message.from) {
+            if from.is_none() {
+                info!("n{} connected from {addr}", message.from);
+            }
+            from = Some(message.from);
+        }
+        if shared.inbox.send(Input::Peer(message)).is_err() {
+            return; // the state thread has stopped
+        }
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::with_capacity(4096); // do not keep a huge buffer per connection
+        }
+    }
+    match from {
+        Some(id) => info!("n{id} (from {addr}) disconnected"),
+        None => debug!("peer connection from {addr} closed"),
+    }
+}
+
+/// Resolves a configured address (`host:port`) to a socket address.
+pub(crate) fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{addr} resolves to nothing"),
+        )
+    })
+}
