@@ -1,12 +1,11 @@
 //! The client listener and, per connection, a reader thread and a writer thread.
 //!
 //! Responses must come back in request order even when a client pipelines. The reader
-//! parses each line and, for a request the state thread must answer, creates a
-//! `bounded(1)` reply channel, queues `(id, receiver)` to the writer *in order* and
-//! sends the request with the reply sender to the inbox. The writer waits on each
-//! receiver in turn, so a slow write never lets a later fast read overtake it. Answers
-//! the reader can give itself (`status`, `bad_request`) are queued ready-made in the
-//! same order.
+//! parses each line and appends a slot to the connection's [`ConnQueue`] *in order*:
+//! for a request the state thread must answer, it sends the request to the inbox with
+//! the slot's own reply channel ([`ReplyTo`]); answers it can give itself (`status`,
+//! `bad_request`) go in ready-made. The writer only ever takes filled slots from the
+//! front, so a slow write never lets a later fast read overtake it.
 
 use std::{
     io::{self, BufReader, BufWriter, Read, Write},
@@ -16,13 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    log::{debug, warning},
-    shared::{Input, Shared, Unwritten},
+    conn::{ConnQueue, Slot},
+    log::{debug, warning, Throttle},
+    shared::{Input, Shared},
     state::shutting_down_outcome,
 };
 use crate::{
@@ -34,8 +33,8 @@ use crate::{
 
 /// Most client connections served at once; more are closed at once with a log line.
 pub(crate) const MAX_CONNECTIONS: usize = 4096;
-/// Responses queued for one connection's writer; a client that pipelines more than
-/// this without reading is slowed down by TCP backpressure.
+/// Answers outstanding on one connection; a client that pipelines more than this
+/// without reading is slowed down by TCP backpressure.
 const PIPELINE: usize = 1024;
 /// Stack size of connection threads: they parse and serialize small JSON documents.
 const STACK: usize = 256 << 10;
@@ -43,32 +42,22 @@ const STACK: usize = 256 << 10;
 /// long) before closing, so the client sees our `bad_request` rather than a reset.
 const LINGER_BYTES: usize = 64 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(2);
-
-/// One response slot in a connection's writer queue.
-struct Pending {
-    what: Answer,
-    _count: Unwritten,
-}
-
-enum Answer {
-    /// Wait for the state thread's outcome.
-    Wait {
-        id: Option<Value>,
-        rx: Receiver<Outcome>,
-    },
-    /// Already known (status, bad_request).
-    Ready(Value),
-    /// Write what came before, then close our sending side.
-    Close,
-}
+/// A client that does not read its answers for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket buffer sizes per connection (thousands of connections may be open).
+const BUFFER: usize = 16 << 10;
 
 /// Accepts client connections forever.
 pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
+    let mut throttle = Throttle::new(Duration::from_secs(1));
+    let mut refusals = Throttle::new(Duration::from_secs(1));
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
-                warning!("accepting a client connection failed: {e}");
+                if let Some(more) = throttle.allow() {
+                    warning!("accepting a client connection failed: {e} ({more} more such failures not shown)");
+                }
                 thread::sleep(Duration::from_millis(20)); // e.g. out of descriptors
                 continue;
             }
@@ -76,16 +65,21 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
         let open = shared.client_conns.fetch_add(1, Ordering::AcqRel) + 1;
         let slot = ConnSlot(Arc::clone(&shared));
         if open > MAX_CONNECTIONS {
-            warning!(
-                "refusing a client connection from {}: {MAX_CONNECTIONS} are open already",
-                stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".into(), |a| a.to_string())
-            );
+            if let Some(more) = refusals.allow() {
+                warning!(
+                    "refusing a client connection from {}: {MAX_CONNECTIONS} are open already \
+                     ({more} more refusals not shown)",
+                    stream
+                        .peer_addr()
+                        .map_or_else(|_| "?".into(), |a| a.to_string())
+                );
+            }
             continue; // `slot` and `stream` drop: counter restored, socket closed
         }
         if let Err(e) = start(stream, Arc::new(slot)) {
-            warning!("cannot serve a client connection: {e}");
+            if let Some(more) = refusals.allow() {
+                warning!("cannot serve a client connection: {e} ({more} more not shown)");
+            }
         }
     }
 }
@@ -101,29 +95,46 @@ impl Drop for ConnSlot {
 
 fn start(stream: TcpStream, slot: Arc<ConnSlot>) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let write_half = stream.try_clone()?;
-    let (tx, rx) = bounded::<Pending>(PIPELINE);
+    // A client that stops reading its answers is dropped rather than holding two
+    // threads forever.
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    // Reader and writer share one socket (`&TcpStream` reads and writes): one file
+    // descriptor per connection, not two.
+    let stream = Arc::new(stream);
+    let write_half = Arc::clone(&stream);
+    let queue = ConnQueue::new(PIPELINE, Arc::clone(&slot.0.unwritten));
+    let writer_queue = Arc::clone(&queue);
     let writer_slot = Arc::clone(&slot);
     thread::Builder::new()
         .name("client-writer".into())
         .stack_size(STACK)
-        .spawn(move || write_loop(write_half, &rx, &writer_slot.0))?;
-    thread::Builder::new()
+        .spawn(move || write_loop(write_half, &writer_queue, &writer_slot.0))?;
+    let spawned = thread::Builder::new()
         .name("client-reader".into())
         .stack_size(STACK)
-        .spawn(move || read_loop(stream, &tx, &slot.0))?;
+        .spawn({
+            let queue = Arc::clone(&queue);
+            move || {
+                read_loop(&stream, &queue, &slot.0);
+                queue.finish_reading();
+            }
+        });
+    if let Err(e) = spawned {
+        queue.finish_reading(); // lets the writer end
+        return Err(e);
+    }
     Ok(())
 }
 
 /// Reads request lines until EOF, an error or an oversized line.
-fn read_loop(stream: TcpStream, out: &Sender<Pending>, shared: &Arc<Shared>) {
+fn read_loop(stream: &TcpStream, queue: &Arc<ConnQueue>, shared: &Shared) {
     let max = shared.max_line_bytes;
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut reader = BufReader::with_capacity(BUFFER, stream);
     let mut buf = Vec::with_capacity(1024);
     loop {
         match read_line(&mut reader, &mut buf, max) {
             Ok(Line::Complete) => {
-                if !handle_line(&buf, out, shared) {
+                if !handle_line(&buf, queue, shared) {
                     return; // the writer is gone: the connection is dead
                 }
                 if buf.capacity() > 64 << 10 {
@@ -140,8 +151,9 @@ fn read_loop(stream: TcpStream, out: &Sender<Pending>, shared: &Arc<Shared>) {
                     None,
                     None,
                 );
-                let _ = send(out, shared, Answer::Ready(refusal));
-                let _ = send(out, shared, Answer::Close);
+                queue.push_ready(Slot::Ready(refusal));
+                queue.push_ready(Slot::Close);
+                queue.finish_reading();
                 linger(reader.into_inner());
                 return;
             }
@@ -150,44 +162,35 @@ fn read_loop(stream: TcpStream, out: &Sender<Pending>, shared: &Arc<Shared>) {
 }
 
 /// Answers one request line; false if the connection's writer has gone.
-fn handle_line(line: &[u8], out: &Sender<Pending>, shared: &Arc<Shared>) -> bool {
+fn handle_line(line: &[u8], queue: &Arc<ConnQueue>, shared: &Shared) -> bool {
     let request = match parse_request(line) {
         Ok(r) => r,
         Err(bad) => {
             let v = error_response(bad.id, ErrorCode::BadRequest, &bad.message, None, None);
-            return send(out, shared, Answer::Ready(v));
+            return queue.push_ready(Slot::Ready(v));
         }
     };
     let op = match request.op {
-        Op::Status => return send(out, shared, Answer::Ready(status(request.id, shared))),
+        Op::Status => return queue.push_ready(Slot::Ready(status(request.id, shared))),
         Op::Get { key, stale } => ClientOp::Get { key, stale },
         Op::Write { key, op, session } => ClientOp::Write(Command { key, op, session }),
     };
-    let (reply, rx) = bounded(1);
-    if !send(out, shared, Answer::Wait { id: request.id, rx }) {
+    let Some(reply) = queue.push_pending(request.id) else {
         return false;
-    }
+    };
     if shared.is_shutting_down() {
-        let _ = reply.try_send(shutting_down_outcome());
+        reply.send(shutting_down_outcome());
         return true;
     }
-    // If the state thread has stopped, the request and its reply sender are dropped
-    // here and the writer answers `unavailable`.
+    // If the state thread has stopped, the request is dropped here and its reply
+    // channel answers `unavailable` as it goes.
     let _ = shared.inbox.send(Input::Request(op, reply));
     true
 }
 
-fn send(out: &Sender<Pending>, shared: &Arc<Shared>, what: Answer) -> bool {
-    let pending = Pending {
-        what,
-        _count: Unwritten::new(shared),
-    };
-    out.send(pending).is_ok()
-}
-
 /// Reads and discards input for a while, so that closing the socket does not reset
 /// the connection (and destroy our last response) while the client is still sending.
-fn linger(mut stream: TcpStream) {
+fn linger(mut stream: &TcpStream) {
     let deadline = Instant::now() + LINGER_TIME;
     let mut scratch = [0u8; 16 << 10];
     let mut left = LINGER_BYTES;
@@ -203,59 +206,45 @@ fn linger(mut stream: TcpStream) {
     }
 }
 
-/// Writes answers in queue order until the queue closes or the client goes away.
-fn write_loop(stream: TcpStream, queue: &Receiver<Pending>, shared: &Shared) {
-    let mut out = BufWriter::with_capacity(64 << 10, stream);
-    // Answers written but not yet flushed still count as unwritten, so a shutting-down
-    // node waits for them to reach the socket.
-    let mut unflushed: Vec<Unwritten> = Vec::new();
+/// Writes answers in request order until the reader is done and everything is
+/// written, or the client goes away. Flushes only when no further answer is ready.
+fn write_loop(stream: Arc<TcpStream>, queue: &ConnQueue, shared: &Shared) {
+    let mut out = BufWriter::with_capacity(BUFFER, &*stream);
+    let mut batch = Vec::new();
+    let mut unflushed = 0;
     let result = (|| -> io::Result<()> {
         loop {
-            let pending = match queue.try_recv() {
-                Ok(p) => p,
-                Err(TryRecvError::Empty) => {
-                    out.flush()?;
-                    unflushed.clear();
-                    match queue.recv() {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
-            };
-            let Pending {
-                what,
-                _count: count,
-            } = pending;
-            unflushed.push(count);
-            match what {
-                Answer::Wait { id, rx } => {
-                    let outcome = match rx.try_recv() {
-                        Ok(o) => o,
-                        Err(_) => {
-                            out.flush()?;
-                            // Earlier answers reached the socket; this one did not.
-                            let current = unflushed.pop();
-                            unflushed.clear();
-                            unflushed.extend(current);
-                            rx.recv().unwrap_or_else(|_| shutting_down_outcome())
-                        }
-                    };
-                    write_outcome(&mut out, id.as_ref(), outcome, shared)?;
-                }
-                Answer::Ready(v) => write_json_line(&mut out, &v)?,
-                Answer::Close => {
-                    out.flush()?;
-                    out.get_ref().shutdown(Shutdown::Write)?;
+            // Take what is ready without waiting; only when nothing is, flush and wait.
+            queue.take_filled(&mut batch, false);
+            if batch.is_empty() {
+                out.flush()?;
+                queue.written(std::mem::take(&mut unflushed));
+                if !queue.take_filled(&mut batch, true) {
                     return Ok(());
                 }
             }
+            unflushed += batch.len();
+            for slot in batch.drain(..) {
+                match slot {
+                    Slot::Answered { id, outcome } => {
+                        write_outcome(&mut out, id.as_ref(), outcome, shared)?
+                    }
+                    Slot::Ready(v) => write_json_line(&mut out, &v)?,
+                    Slot::Close => {
+                        out.flush()?;
+                        out.get_ref().shutdown(Shutdown::Write)?;
+                        return Ok(());
+                    }
+                    Slot::Pending => unreachable!("only filled slots are taken"),
+                }
+            }
         }
-        out.flush()
     })();
-    if let Err(e) = result {
+    if let Err(e) = &result {
         debug!("client connection ended: {e}");
     }
+    queue.written(unflushed);
+    queue.writer_stopped();
 }
 
 /// `{"id":..,"ok":true}` or `{"id":..,"ok":true,"value":..}`, serialized directly.

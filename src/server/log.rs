@@ -117,6 +117,39 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Lets one line through per interval, for failures that can repeat in a tight loop
+/// (e.g. `accept` failing while the process is out of file descriptors).
+pub(crate) struct Throttle {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub(crate) fn new(every: std::time::Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` if a line may be written now (`n` lines were suppressed since the
+    /// last one), `None` if this one should be suppressed.
+    pub(crate) fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 macro_rules! log_at {
     ($level:expr, $($arg:tt)*) => {
         if $crate::server::log::enabled($level) {

@@ -59,6 +59,7 @@
 //! requests, fails pending ones, syncs, and [`run`] returns once the replies are out.
 
 mod client;
+mod conn;
 pub(crate) mod log;
 mod peer;
 mod replicator;
@@ -161,7 +162,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         inbox: inbox_tx,
         shutting_down: AtomicBool::new(false),
         tick_pending: AtomicBool::new(false),
-        unwritten: AtomicUsize::new(0),
+        unwritten: Arc::new(AtomicUsize::new(0)),
         client_conns: AtomicUsize::new(0),
         max_line_bytes: options.max_line_bytes,
     });
@@ -203,7 +204,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
     // Refuse whatever reached the inbox after the shutdown, then stop taking input.
     while let Ok(input) = inbox.try_recv() {
         if let Input::Request(_, reply) = input {
-            let _ = reply.try_send(shutting_down_outcome());
+            reply.send(shutting_down_outcome());
         }
     }
     drop(inbox);

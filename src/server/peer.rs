@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{
-    log::{debug, info, warning},
+    log::{debug, info, warning, Throttle},
     shared::{Input, Shared},
 };
 use crate::{
@@ -31,11 +31,14 @@ const STACK: usize = 256 << 10;
 
 /// Accepts peer connections forever.
 pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
+    let mut throttle = Throttle::new(Duration::from_secs(1));
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
-                warning!("accepting a peer connection failed: {e}");
+                if let Some(more) = throttle.allow() {
+                    warning!("accepting a peer connection failed: {e} ({more} more such failures not shown)");
+                }
                 thread::sleep(Duration::from_millis(20)); // e.g. out of descriptors
                 continue;
             }

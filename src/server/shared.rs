@@ -12,16 +12,16 @@ use std::{
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
+use super::conn::ReplyTo;
 use crate::{
     raft::{Message, NodeId},
-    replica::{ClientOp, Outcome, Replica},
+    replica::{ClientOp, Replica},
 };
 
-/// How a request's answer finds its way back: the sending half of a `bounded(1)`
-/// channel whose receiver waits in the connection's writer thread. Sending never
-/// blocks (one slot, one answer), and a dropped receiver (the client left) just makes
-/// the send fail, which the state thread ignores.
-pub(crate) type Token = Sender<Outcome>;
+/// How a request's answer finds its way back: its own one-shot reply channel into the
+/// connection's ordered response queue (see `conn`). Sending never blocks, and an
+/// answer for a client that has left is simply discarded.
+pub(crate) type Token = ReplyTo;
 
 /// One input for the state thread.
 pub(crate) enum Input {
@@ -49,8 +49,8 @@ pub(crate) struct Shared {
     /// A `Tick` is queued and not yet handled: the timer does not queue another, so a
     /// busy state thread never finds a pile of ticks (time just runs slower for it).
     pub tick_pending: AtomicBool,
-    /// Responses handed to client writer threads and not yet written (or dropped).
-    pub unwritten: AtomicUsize,
+    /// Answers queued on client connections and not yet handed to their sockets.
+    pub unwritten: Arc<AtomicUsize>,
     /// Open client connections.
     pub client_conns: AtomicUsize,
     /// Longest client request line accepted.
@@ -66,22 +66,5 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
-    }
-}
-
-/// Counts one unwritten response for as long as it lives (see [`Shared::unwritten`]),
-/// however it ends: written, dropped with a closed connection, or never queued.
-pub(crate) struct Unwritten(Arc<Shared>);
-
-impl Unwritten {
-    pub fn new(shared: &Arc<Shared>) -> Unwritten {
-        shared.unwritten.fetch_add(1, Ordering::AcqRel);
-        Unwritten(Arc::clone(shared))
-    }
-}
-
-impl Drop for Unwritten {
-    fn drop(&mut self) {
-        self.0.unwritten.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -149,7 +149,7 @@ impl StateLoop {
             );
         }
         for token in refused {
-            let _ = token.try_send(shutting_down_outcome());
+            token.send(shutting_down_outcome());
         }
         loop {
             self.note_changes(seen);
@@ -214,13 +214,16 @@ impl StateLoop {
         }
         for (token, mut outcome) in ready.replies.drain(..) {
             if let Outcome::Failed { leader, .. } = &mut outcome {
-                // A hint helps the client retry; never point it back at ourselves.
-                if leader.is_none() && seen.leader != Some(self.shared.id) {
+                // A hint helps the client retry elsewhere; a node that is going away
+                // never names itself.
+                let me = Some(self.shared.id);
+                if leader.is_none() && seen.leader != me {
                     *leader = seen.leader;
+                } else if self.shutting_down && *leader == me {
+                    *leader = None;
                 }
             }
-            // A dropped receiver means the client left; nothing to do.
-            let _ = token.try_send(outcome);
+            token.send(outcome);
         }
         persisted
     }
