@@ -5,10 +5,10 @@
 //!                  +--------------------------- one node ----------------------------+
 //!  peers --TCP-->  | raft listener --> peer reader per connection --------+          |
 //!  clients -TCP->  | client listener --> client reader per connection ---+          |
-//!                  |                      |  (id, reply receiver), in order|          |
+//!                  |                      |  one slot per request, in order|          |
 //!                  |                      v                               |          |
-//!  clients <-TCP-  |              client writer per connection            |          |
-//!                  |                      ^ reply (bounded(1) per request)|          |
+//!  clients <-TCP-  |   client writer <-- ordered response queue           |          |
+//!                  |                      ^ reply (one-shot, per request) |          |
 //!                  | timer thread (Tick every tick_ms) -------------------+          |
 //!                  | Ctrl-C / SIGTERM handler (Shutdown) -----------------+          |
 //!                  |                                                      v          |
@@ -44,13 +44,22 @@
 //! tolerates lost messages and retransmits (heartbeats, probes). The inbox is bounded
 //! too, so a flood of client or peer input slows the readers (TCP backpressure)
 //! instead of growing memory; the timer queues at most one tick. Each request has its
-//! own `bounded(1)` reply channel, so delivering a reply never blocks either, and a
-//! client that disconnected simply leaves a dropped receiver behind.
+//! own one-shot reply channel, so delivering a reply never blocks either, and the
+//! answer for a client that disconnected is simply discarded.
 //!
-//! **Order per connection.** A client connection's reader queues its requests' reply
-//! receivers to the connection's writer in arrival order, and the writer answers them
-//! in that order, so pipelined responses come back in request order even though the
-//! state thread answers (say) a stale read before an earlier write commits.
+//! **Order per connection.** A client connection's reader appends one slot per request
+//! to the connection's response queue in arrival order; the request's reply channel
+//! fills exactly that slot, and the writer sends filled slots from the front only. So
+//! pipelined responses come back in request order even though the state thread
+//! answers (say) a stale read before an earlier write commits. (Writes from one
+//! connection are also *applied* in the order sent: one reader, one FIFO inbox, one
+//! state thread. A linearizable read pipelined behind a write may be served before
+//! that write commits, which linearizability allows since the two overlap.)
+//!
+//! **No spinning.** Crossbeam's blocking receive spins and yields before it parks. That
+//! is right for the state thread's inbox (one thread, usually busy) but wrong for
+//! thousands of connection threads that each wait once per request: the writers park
+//! on a condition variable of their response queue instead (see `conn`).
 //!
 //! **Failure.** A storage error ends the process at once with a clear log line: after
 //! a failed write or fsync nothing on disk can be trusted, and acknowledging anything

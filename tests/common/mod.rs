@@ -315,12 +315,31 @@ fn open_append(path: &Path) -> File {
 }
 
 /// `n` distinct free TCP ports on 127.0.0.1 (all bound at once, then released).
+///
+/// They are taken from below the kernel's ephemeral range, so that no outgoing
+/// connection (of this test or another one running at the same time) can be given
+/// one of them between our check and the node's bind.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low: u32 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
+    let span = high - low;
+    // Different test processes start at different places; threads of one process
+    // never reuse a candidate.
+    let start = (std::process::id() * 7919) % span;
+    let mut held = Vec::new();
+    while held.len() < n {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(i < span, "ran out of candidate ports");
+        let port = low + (start + i) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(l);
+        }
+    }
+    held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
 }
