@@ -247,7 +247,7 @@ fn leader_sigkill_under_load_loses_no_acknowledged_append() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let clients = spawn_appenders(3, &addrs, "log", &stop, &acked);
-    wait_acked(&c, &acked, 30, "before the kill");
+    wait_acked(&c, &acked, 100, "before the kill");
 
     c.kill(leader);
     let killed = Instant::now();
@@ -261,7 +261,7 @@ fn leader_sigkill_under_load_loses_no_acknowledged_append() {
         c.logs_tail()
     );
     let n = acked.lock().unwrap().len();
-    wait_acked(&c, &acked, n + 30, "after the failover");
+    wait_acked(&c, &acked, n + 100, "after the failover");
     let history = stop_clients(&stop, clients);
 
     let value = read_key(&addrs, "log", Duration::from_secs(10)).unwrap_or_default();
@@ -284,7 +284,7 @@ fn sigkill_all_nodes_under_load_then_restart_keeps_acknowledged_writes() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let clients = spawn_appenders(3, &addrs, "log", &stop, &acked);
-    wait_acked(&c, &acked, 40, "before the crash");
+    wait_acked(&c, &acked, 150, "before the crash");
     c.kill_all();
     stop_clients(&stop, clients);
     let acked = acked.lock().unwrap().clone();
@@ -710,9 +710,12 @@ fn sigint_and_sigterm_exit_zero_promptly_and_restart_keeps_data() {
         assert!(sent.elapsed() < Duration::from_secs(3), "slow shutdown");
         assert!(c.log_text(id).contains("shut down cleanly"));
     }
+    // A restarted node takes the membership from its own data, not from the file.
+    fs::write(&c.cluster_file, "this is no longer a cluster file").unwrap();
     c.spawn(leader);
     c.spawn(f);
     c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    assert!(c.log_text(f).contains("using the stored membership"));
     for i in 0..10 {
         let v = read_key(&addrs, &format!("k{i}"), Duration::from_secs(10));
         assert_eq!(v, Some(format!("v{i}")));
@@ -746,6 +749,18 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
     let err = fs::read_to_string(&err_path).unwrap();
     assert!(!status.success());
     assert!(err.contains("in use"), "{err}");
+    // A node id that is not in the cluster file is refused too.
+    let out = std::process::Command::new(bin())
+        .args(["node", "--id", "9", "--cluster"])
+        .arg(&c.cluster_file)
+        .arg("--data-dir")
+        .arg(c.dir.path().join("stranger"))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a member"), "{err}");
     // The first node is unaffected.
     assert!(c.is_running(1));
     assert_eq!(

@@ -3,7 +3,8 @@
 //! retrying client that follows leader hints and records a history.
 //!
 //! Every node's stderr goes to its own log file (kept across restarts); failure
-//! messages include the tails of all logs. All children are killed when the
+//! messages include the tails of all logs. Set `RAFTKV_KEEP_TEST_DIRS=1` to keep the
+//! data directories and logs of every test for inspection. All children are killed when the
 //! [`Cluster`] is dropped, also when a test panics.
 
 #![allow(dead_code)]
@@ -285,6 +286,10 @@ impl Drop for Cluster {
         }
         if thread::panicking() {
             eprintln!("{}", self.logs_tail());
+        }
+        if std::env::var_os("RAFTKV_KEEP_TEST_DIRS").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("keeping {}", dir.keep().display());
         }
     }
 }
