@@ -8,7 +8,10 @@
 use std::{
     io::BufReader,
     net::{SocketAddr, TcpListener, TcpStream},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     thread,
     time::Duration,
 };
@@ -26,12 +29,17 @@ use crate::{
 /// (about 1 MiB of entries, up to 6x for JSON escaping), yet bounded.
 pub(crate) const MAX_PEER_LINE: usize = 64 << 20;
 
+/// Most inbound peer connections at once (a cluster needs one per peer; the rest is
+/// protection against a connection flood on the raft port).
+const MAX_PEER_CONNECTIONS: usize = 256;
+
 /// Stack size of a peer reader thread: it only parses JSON.
 const STACK: usize = 256 << 10;
 
 /// Accepts peer connections forever.
 pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
     let mut throttle = Throttle::new(Duration::from_secs(1));
+    let open = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -46,14 +54,40 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let slot = PeerSlot::take(&open);
+        if open.load(Ordering::Acquire) > MAX_PEER_CONNECTIONS {
+            if let Some(more) = throttle.allow() {
+                warning!("refusing a peer connection from {peer}: {MAX_PEER_CONNECTIONS} are open already ({more} more not shown)");
+            }
+            continue; // `slot` and `stream` drop
+        }
         let shared = Arc::clone(&shared);
         let spawned = thread::Builder::new()
             .name("peer-reader".into())
             .stack_size(STACK)
-            .spawn(move || read_peer(stream, &peer, &shared));
+            .spawn(move || {
+                let _slot = slot;
+                read_peer(stream, &peer, &shared)
+            });
         if let Err(e) = spawned {
             warning!("cannot start a thread for a peer connection: {e}");
         }
+    }
+}
+
+/// Counts one open peer connection while it lives.
+struct PeerSlot(Arc<AtomicUsize>);
+
+impl PeerSlot {
+    fn take(open: &Arc<AtomicUsize>) -> PeerSlot {
+        open.fetch_add(1, Ordering::AcqRel);
+        PeerSlot(Arc::clone(open))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
