@@ -1,7 +1,30 @@
-CARGO ?= cargo
-SEEDS ?= 100000
+# raftkv — build, test, and a three-node cluster on this machine.
+#
+#   make cluster     build, start 3 nodes in the background, wait for a leader
+#   make repl        interactive client on that cluster
+#   make status      every node's view of the cluster
+#   make kill-leader SIGKILL the current leader (watch a failover)
+#   make restart 2   restart node 2 (also: make restart N=2)
+#   make stop        stop the nodes this Makefile started (by pid file)
+#   make clean       stop, then remove data and logs
+#   make run         the 3 nodes in the foreground, coloured logs, Ctrl-C stops all
+#   make test        every test (unit, simulation, real processes)
+#   make sim         long simulation soak (SEEDS=100000 by default)
+#   make bench       the benchmark table of docs/benchmarks.md against `make cluster`
 
-.PHONY: build test sim
+CARGO   ?= cargo
+SEEDS   ?= 100000
+BIN     := target/release/raftkv
+CLUSTER ?= cluster.json
+DATA    ?= cluster-data
+NODES   := 1 2 3
+RAFT_BASE   ?= 7000
+CLIENT_BASE ?= 8000
+# `make restart 2` as well as `make restart N=2`
+N ?= $(word 2,$(MAKECMDGOALS))
+
+.PHONY: build test sim cluster repl status stop clean run kill-leader restart bench fmt lint
+
 build:
 	$(CARGO) build --release
 
@@ -10,3 +33,109 @@ test:
 
 sim:
 	RAFTKV_SEEDS=$(SEEDS) $(CARGO) test --release --test sim_sweep -- --ignored --nocapture soak
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+$(CLUSTER):
+	@printf '{\n  "nodes": [\n' > $@
+	@for i in $(NODES); do \
+	  sep=','; [ $$i = 3 ] && sep=''; \
+	  printf '    { "id": %d, "raft": "127.0.0.1:%d", "client": "127.0.0.1:%d" }%s\n' \
+	    $$i $$(($(RAFT_BASE)+$$i)) $$(($(CLIENT_BASE)+$$i)) "$$sep" >> $@; \
+	done
+	@printf '  ]\n}\n' >> $@
+	@echo "wrote $@"
+
+# Starts node $(1) in the background unless its pid file names a live process.
+define start_node
+	@mkdir -p $(DATA)
+	@if [ -f $(DATA)/n$(1).pid ] && kill -0 $$(cat $(DATA)/n$(1).pid) 2>/dev/null; then \
+	  echo "n$(1) already running (pid $$(cat $(DATA)/n$(1).pid))"; \
+	else \
+	  nohup $(BIN) node --id $(1) --cluster $(CLUSTER) --data-dir $(DATA)/n$(1) \
+	    >>$(DATA)/n$(1).log 2>&1 < /dev/null & echo $$! > $(DATA)/n$(1).pid; \
+	  echo "started n$(1) (pid $$(cat $(DATA)/n$(1).pid)), log $(DATA)/n$(1).log"; \
+	fi
+endef
+
+cluster: build $(CLUSTER)
+	$(foreach i,$(NODES),$(call start_node,$(i))
+	)
+	@echo "waiting for a leader..."
+	@for t in $$(seq 1 100); do \
+	  if $(BIN) status --cluster $(CLUSTER) --json 2>/dev/null | grep -q '"role":"leader"'; then \
+	    $(BIN) status --cluster $(CLUSTER); \
+	    echo; echo "cluster is up. Try:  make repl   or   $(BIN) put greeting hello --cluster $(CLUSTER)"; \
+	    exit 0; \
+	  fi; sleep 0.2; \
+	done; \
+	echo "no leader elected within 20 s; last log lines:"; \
+	for i in $(NODES); do echo "--- n$$i"; tail -n 5 $(DATA)/n$$i.log; done; exit 1
+
+repl: $(CLUSTER)
+	@$(BIN) repl --cluster $(CLUSTER)
+
+status: $(CLUSTER)
+	@$(BIN) status --cluster $(CLUSTER)
+
+stop:
+	@for i in $(NODES); do \
+	  f=$(DATA)/n$$i.pid; \
+	  if [ -f $$f ]; then \
+	    pid=$$(cat $$f); \
+	    if kill -TERM $$pid 2>/dev/null; then \
+	      for t in $$(seq 1 50); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	      kill -0 $$pid 2>/dev/null && kill -KILL $$pid; \
+	      echo "stopped n$$i (pid $$pid)"; \
+	    fi; \
+	    rm -f $$f; \
+	  fi; \
+	done
+
+clean: stop
+	rm -rf $(DATA) $(CLUSTER)
+
+kill-leader: $(CLUSTER)
+	@leader=$$($(BIN) status --cluster $(CLUSTER) --json 2>/dev/null | grep '"role":"leader"' \
+	  | sed -E 's/.*"node":([0-9]+).*/\1/' | head -n 1); \
+	if [ -z "$$leader" ]; then echo "no leader right now"; exit 1; fi; \
+	pid=$$(cat $(DATA)/n$$leader.pid 2>/dev/null); \
+	if [ -z "$$pid" ]; then echo "n$$leader was not started by make cluster"; exit 1; fi; \
+	kill -KILL $$pid && rm -f $(DATA)/n$$leader.pid && echo "killed leader n$$leader (pid $$pid) with SIGKILL; restart it with: make restart $$leader"
+
+restart: build $(CLUSTER)
+	@case "$(N)" in 1|2|3) ;; *) echo "usage: make restart N   (N = 1, 2 or 3)"; exit 2;; esac
+	@f=$(DATA)/n$(N).pid; if [ -f $$f ] && kill -0 $$(cat $$f) 2>/dev/null; then \
+	  kill -TERM $$(cat $$f); while kill -0 $$(cat $$f) 2>/dev/null; do sleep 0.1; done; rm -f $$f; fi
+	$(call start_node,$(N))
+
+# Lets `make restart 2` treat "2" as an argument rather than a target.
+ifneq ($(filter restart,$(MAKECMDGOALS)),)
+$(N):
+	@:
+endif
+
+run: build $(CLUSTER)
+	@mkdir -p $(DATA)
+	@trap 'kill 0' INT TERM; \
+	for i in $(NODES); do \
+	  color=$$((30 + $$i)); \
+	  ( $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i 2>&1 \
+	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" ) & \
+	done; \
+	wait
+
+bench: build $(CLUSTER)
+	@for c in 1 16 64 256; do \
+	  echo "== $$c clients"; \
+	  $(BIN) bench --cluster $(CLUSTER) --clients $$c --duration 10 --value-size 100 --mix put=100; \
+	done
+	@for c in 64; do \
+	  echo "== $$c clients, linearizable gets"; \
+	  $(BIN) bench --cluster $(CLUSTER) --clients $$c --duration 10 --value-size 100 --mix get=100; \
+	done

@@ -1,5 +1,8 @@
 //! raftkv: a Raft-replicated key-value store on std threads and crossbeam channels.
 
+pub mod check;
+pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;

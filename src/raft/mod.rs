@@ -1,3 +1,79 @@
+//! # The Raft consensus core
+//!
+//! This module is Raft and nothing else: no threads, sockets, locks, files, clocks or
+//! unseeded randomness. A [`RaftNode`] is driven by four inputs and produces data:
+//!
+//! - [`RaftNode::tick`] — time passes (the runtime decides how long a tick is);
+//! - [`RaftNode::step`] — a message from a peer arrives;
+//! - [`RaftNode::propose`] — a client write, accepted only by the leader;
+//! - [`RaftNode::read`] — a linearizable read, confirmed by ReadIndex.
+//!
+//! After a batch of inputs the caller drains a [`Ready`]: hard state and entries to make
+//! durable, messages to send, committed entries to apply, reads that may now be served.
+//! The same inputs always give the same outputs, which is what lets `crate::sim` run
+//! thousands of seeded fault schedules and replay any failure exactly.
+//!
+//! ## How this Raft works (references are to the Raft paper, Ongaro & Ousterhout 2014,
+//! and to Ongaro's thesis, 2014)
+//!
+//! **Roles** (§5.1). Every node is a follower, pre-candidate, candidate or leader. Each
+//! role is entered through exactly one function (`become_follower`, `become_pre_candidate`,
+//! `become_candidate`, `become_leader` in `node.rs`), so the rules of Figure 2 can be read
+//! off those functions.
+//!
+//! **Elections** (§5.2, §5.4.1). A follower that hears nothing for a randomized
+//! election timeout (drawn from `[election_ticks, 2 * election_ticks)` with the seeded
+//! RNG) first runs a *pre-vote* (thesis §9.6): it asks "would you vote for me in term
+//! t+1?" without changing any term. Only with a majority of yeses does it become a
+//! candidate, increment its term, vote for itself and send RequestVote. A vote is granted
+//! at most once per term, only to a candidate whose log is at least as up-to-date as the
+//! voter's (last term, then length). Term and vote are reported as hard state in the
+//! `Ready`; the runtime makes them durable before any message of that `Ready` leaves.
+//!
+//! **Leader stickiness and check-quorum** (thesis §4.2.3, §6.2). A follower that heard
+//! from its leader within the base election timeout refuses pre-votes and ignores vote
+//! requests, so a node that was cut off cannot depose a healthy leader when it returns.
+//! A leader that has not heard from a majority within an election timeout steps down, so
+//! a leader cut off from the majority stops serving reads and writes.
+//!
+//! **Replication** (§5.3). The leader keeps a `Progress` (progress.rs) per follower. While
+//! it does not know where their logs meet it *probes* with one AppendEntries at a time;
+//! once an append succeeds it *replicates*, streaming batches optimistically with at most
+//! `max_inflight` unacknowledged. All proposals since the last `Ready` travel in one
+//! append per follower (batching). A follower checks `prev_index@prev_term`; on a
+//! mismatch it answers with a hint (the conflicting term and the first index of that term
+//! in its log, or its log's end), so the leader skips a whole divergent term per round
+//! trip ("fast backup", end of §5.3). A follower truncates only a conflicting suffix,
+//! never matching entries, so a delayed append cannot erase newer ones.
+//!
+//! **Commitment** (§5.3, §5.4.2, §8). The leader commits the highest index stored on a
+//! quorum, counting only entries of its current term (Figure 8); earlier entries commit
+//! with them. A new leader appends a no-op at once so this happens promptly. The leader
+//! counts its own copy only once the runtime reports it durable (`persisted`).
+//!
+//! **Reads** (thesis §6.4). A read records the commit index, then waits for one
+//! heartbeat round acknowledged by a quorum (rounds are shared by all reads that arrive
+//! in the same batch) and for that index to be applied. A new leader holds reads until
+//! its no-op commits. A read on a non-leader, or on a leader that loses leadership, fails
+//! instead of returning possibly stale data.
+//!
+//! **Failure of a leader's proposals.** A proposal on a non-leader is refused with the
+//! leader's id, and nothing is appended. A leader that steps down reports its
+//! uncommitted proposals in `Ready::aborted_from`: their outcome is unknown (they may
+//! still commit under the next leader), never "refused".
+//!
+//! ## Not implemented yet (honest list)
+//! - Log compaction and snapshots (§7): the whole log stays in memory and on disk.
+//! - Membership changes (§6): the member set is fixed at start.
+//! - Leadership transfer (thesis §3.10) and leader leases for reads without a round trip.
+//! - Flow control by bytes in flight (only by batch count).
+//!
+//! ## Invariants (asserted or checked by the simulator)
+//! - Election safety: at most one leader per term.
+//! - Log matching: two logs with an entry of the same index and term agree before it.
+//! - Leader completeness: a committed entry is in every later leader's log.
+//! - Committed entries are never truncated (asserted in `handle_append`).
+
 mod log;
 mod node;
 mod progress;
@@ -6,3 +82,6 @@ mod types;
 pub use log::Log;
 pub use node::{Config, NotLeader, RaftNode, ReadId, Ready, Role};
 pub use types::*;
+
+#[cfg(test)]
+mod tests;

@@ -247,7 +247,8 @@ impl RaftNode {
         m
     }
     fn quorum(&self) -> usize {
-        (self.peers.len() + 1) / 2 + 1
+        let members = self.peers.len() + 1;
+        members / 2 + 1
     }
 
     // ----- inputs --------------------------------------------------------------------

@@ -35,6 +35,11 @@ pub(crate) struct Boot {
 /// Opens storage (failing if another process holds it or committed data is damaged),
 /// picks the membership and rebuilds the replica from the recovered log.
 pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
+    // A brand-new node needs a valid cluster file: check it before creating anything,
+    // so a typo does not leave an empty data directory behind.
+    if !options.data_dir.exists() {
+        check_member(&ClusterConfig::load(&options.cluster)?, options.id)?;
+    }
     let (mut storage, recovered) = Storage::open(&options.data_dir)?;
     let membership = match recovered.membership {
         Some(stored) => {

@@ -12,6 +12,7 @@
 //! Time: a step is the smallest unit; every [`STEPS_PER_TICK`] steps each live node
 //! ticks. Message delays are in steps, so messages interleave within a tick.
 
+mod chaos;
 mod clients;
 pub mod invariants;
 pub mod network;
@@ -24,6 +25,7 @@ use std::{
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
 use clients::{Clients, Token};
 pub use clients::{HistoryOp, HistoryStatus, OpKind};
 use invariants::Invariants;
@@ -192,7 +194,7 @@ pub struct Sim {
     faults_enabled: bool,
     stats: Stats,
     trace: VecDeque<String>,
-    digest: DefaultHasher,
+    digest: invariants::FastHasher,
     failure: Option<SimFailure>,
 }
 
@@ -222,7 +224,7 @@ impl Sim {
             faults_enabled: true,
             stats: Stats::default(),
             trace: VecDeque::new(),
-            digest: DefaultHasher::new(),
+            digest: invariants::FastHasher::default(),
             failure: None,
             ids,
             cfg,
@@ -467,7 +469,7 @@ impl Sim {
                 return;
             }
         }
-        if self.step % STEPS_PER_TICK == 0 {
+        if self.step.is_multiple_of(STEPS_PER_TICK) {
             self.tick();
         }
     }
@@ -489,7 +491,7 @@ impl Sim {
             let token = self.clients.token(client);
             self.send_request(node, token, op);
         }
-        if self.now_ticks() % 100 == 0 {
+        if self.now_ticks().is_multiple_of(100) {
             self.check(|s| s.check_durability());
         }
     }
@@ -577,7 +579,12 @@ impl Sim {
                 self.drive(node);
             }
             Event::Reply { token, outcome } => {
-                self.digest_event(&(2u8, format!("{token:?}{outcome:?}"), self.step));
+                let kind = match &outcome {
+                    Outcome::Value(v) => v.as_ref().map_or(1, String::len),
+                    Outcome::Written => 2,
+                    Outcome::Failed { code, .. } => 10 + *code as usize,
+                };
+                self.digest_event(&(2u8, token, kind, self.step));
                 match token {
                     Token::Script(id) => {
                         self.scripted.insert(id, Some(outcome));

@@ -617,7 +617,7 @@ pub fn spawn_appenders(
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
                     let deadline = Instant::now() + Duration::from_secs(20);
-                    if n % 4 == 0 {
+                    if n.is_multiple_of(4) {
                         c.get(&key, deadline);
                         continue;
                     }
@@ -648,6 +648,31 @@ pub fn check_tokens(value: &str, acked: &[String]) {
             counts.contains_key(t),
             "acknowledged append {t} is missing from the final value"
         );
+    }
+}
+
+/// Feeds a recorded history to the linearizability checker (`raftkv::check`);
+/// panics with its explanation if the history has no linearization.
+pub fn assert_linearizable(history: &[Record]) {
+    use raftkv::check::{check, KvOp, Operation};
+    let ops: Vec<Operation> = history
+        .iter()
+        .map(|r| Operation {
+            client: r.client,
+            key: r.key.clone(),
+            op: match &r.op {
+                RecOp::Get => KvOp::Get,
+                RecOp::Put(v) => KvOp::Put(v.clone()),
+                RecOp::Append(v) => KvOp::Append(v.clone()),
+                RecOp::Delete => KvOp::Delete,
+            },
+            invoke: r.invoke,
+            complete: r.complete,
+            read: r.read.clone(),
+        })
+        .collect();
+    if let Err(v) = check(&ops) {
+        panic!("{v}");
     }
 }
 

@@ -1,0 +1,851 @@
+//! `raftkv bench`: closed-loop load against the leader, with a latency report.
+//!
+//! Each of `--clients` threads opens its own connection to the leader and loops: send
+//! `--pipeline` K requests (each op drawn from `--mix`, each key uniformly from
+//! `--keys`), then read the K responses in order, timing each from the moment its
+//! request was written to the moment its response was read. The run stops when `--ops`
+//! operations have been sent or `--duration` has passed (or on Ctrl-C).
+//!
+//! To keep overhead low, the bench speaks the protocol directly rather than through
+//! [`Client`]: there are no retries, and every error response or lost connection is
+//! counted (by error code) instead of retried. Writes carry `client`/`seq`; each of
+//! the K in-flight slots of a connection has its own client name, so no client ever
+//! has more than one write outstanding. A write that failed is not retried: the slot
+//! moves on to its next seq.
+//!
+//! The leader is found through the nodes' status first. On `not_leader` with a hint
+//! the thread reconnects to the hinted node; on a lost connection it looks for the
+//! leader again (one thread searches, the others wait for its answer).
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{self, BufReader, BufWriter, Write},
+    net::{TcpStream, ToSocketAddrs},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use rand::{distributions::Alphanumeric, rngs::StdRng, Rng, SeedableRng};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{histogram::Histogram, make_client, BenchArgs, EXIT_NOT_APPLIED, EXIT_OK, EXIT_USAGE};
+use crate::{
+    client::{Client, ClientOptions},
+    codec::{self, Line},
+};
+
+/// Default total operations when neither `--ops` nor `--duration` is given.
+pub const DEFAULT_OPS: u64 = 10_000;
+
+/// Longest response line the bench reads.
+const MAX_RESPONSE_LINE: usize = 64 * 1024 * 1024;
+
+/// A thread that cannot reach any leader for this long gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
+
+/// One kind of operation the bench issues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpKind {
+    Put,
+    Get,
+    Append,
+    Delete,
+    /// `get` with `"consistency":"stale"`.
+    StaleGet,
+}
+
+impl OpKind {
+    const ALL: [OpKind; 5] = [
+        OpKind::Put,
+        OpKind::Get,
+        OpKind::Append,
+        OpKind::Delete,
+        OpKind::StaleGet,
+    ];
+
+    /// Its name in `--mix` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Put => "put",
+            OpKind::Get => "get",
+            OpKind::Append => "append",
+            OpKind::Delete => "delete",
+            OpKind::StaleGet => "stale_get",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A weighted choice of operations, parsed from `put=80,get=20,append=0`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// (kind, weight) with weight > 0, in the order given.
+    weights: Vec<(OpKind, u32)>,
+    total: u32,
+}
+
+impl Mix {
+    /// Parses `name=weight,...`. Names: put, get, append, delete, stale_get; weights are
+    /// non-negative integers; a name may appear once; the weights must not all be 0.
+    pub fn parse(text: &str) -> Result<Mix, String> {
+        let mut weights = Vec::new();
+        let mut seen = Vec::new();
+        let mut total: u32 = 0;
+        for item in text.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(format!("--mix {text:?}: empty item"));
+            }
+            let (name, weight) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--mix: {item:?} is not NAME=WEIGHT"))?;
+            let kind = OpKind::ALL
+                .into_iter()
+                .find(|k| k.name() == name.trim())
+                .ok_or_else(|| {
+                    format!(
+                        "--mix: unknown operation {:?} (put, get, append, delete, stale_get)",
+                        name.trim()
+                    )
+                })?;
+            let weight: u32 = weight.trim().parse().map_err(|_| {
+                format!(
+                    "--mix: weight of {} must be a non-negative integer",
+                    kind.name()
+                )
+            })?;
+            if seen.contains(&kind) {
+                return Err(format!("--mix: {} appears twice", kind.name()));
+            }
+            seen.push(kind);
+            total = total
+                .checked_add(weight)
+                .ok_or("--mix: weights are too large")?;
+            if weight > 0 {
+                weights.push((kind, weight));
+            }
+        }
+        if total == 0 {
+            return Err("--mix: at least one weight must be positive".into());
+        }
+        Ok(Mix { weights, total })
+    }
+
+    /// The operation for a uniform draw `r` in `0..total`.
+    fn pick_at(&self, mut r: u32) -> OpKind {
+        for &(kind, weight) in &self.weights {
+            if r < weight {
+                return kind;
+            }
+            r -= weight;
+        }
+        self.weights.last().expect("a mix has a positive weight").0
+    }
+
+    /// A random operation, with probability proportional to its weight.
+    pub fn pick(&self, rng: &mut impl Rng) -> OpKind {
+        self.pick_at(rng.gen_range(0..self.total))
+    }
+}
+
+/// A validated bench configuration.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub clients: usize,
+    /// Total operations to send; `None` means until the duration passes.
+    pub ops: Option<u64>,
+    pub duration: Option<Duration>,
+    pub value_size: usize,
+    pub keys: u64,
+    pub mix: Mix,
+    pub pipeline: usize,
+}
+
+impl BenchConfig {
+    /// Checks the flags and fills in defaults.
+    pub fn from_args(args: &BenchArgs) -> Result<BenchConfig, String> {
+        let duration = match args.duration {
+            Some(d) if !(d.is_finite() && d > 0.0) => {
+                return Err(format!(
+                    "--duration must be a positive number of seconds, not {d}"
+                ))
+            }
+            Some(d) => Some(Duration::from_secs_f64(d)),
+            None => None,
+        };
+        let ops = match (args.ops, duration) {
+            (Some(0), _) => return Err("--ops must be positive".into()),
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_OPS),
+        };
+        if args.value_size > crate::kv::MAX_VALUE_BYTES {
+            return Err(format!(
+                "--value-size is over the limit of {} bytes",
+                crate::kv::MAX_VALUE_BYTES
+            ));
+        }
+        Ok(BenchConfig {
+            clients: args.clients as usize,
+            ops,
+            duration,
+            value_size: args.value_size,
+            keys: args.keys,
+            mix: Mix::parse(&args.mix)?,
+            pipeline: args.pipeline as usize,
+        })
+    }
+}
+
+/// Counts of one operation kind.
+#[derive(Clone, Debug, Default)]
+pub struct OpStats {
+    /// Latency of successful operations, in microseconds.
+    pub latency_us: Histogram,
+    /// Failed operations, by error code (`not_leader`, `timeout`, …, or `connection`
+    /// for a connection lost before the response).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl OpStats {
+    fn merge(&mut self, other: &OpStats) {
+        self.latency_us.merge(&other.latency_us);
+        for (code, n) in &other.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub config: BenchConfig,
+    /// From the first request to the last response.
+    pub elapsed: Duration,
+    /// Per operation kind that was issued.
+    pub by_op: BTreeMap<OpKind, OpStats>,
+}
+
+impl BenchReport {
+    fn all(&self) -> OpStats {
+        let mut all = OpStats::default();
+        self.by_op.values().for_each(|s| all.merge(s));
+        all
+    }
+
+    fn rate(&self, n: u64) -> f64 {
+        n as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The human-readable report.
+    pub fn to_text(&self) -> String {
+        let c = &self.config;
+        let all = self.all();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} ok ops in {:.2} s: {:.0} ops/s ({} clients, pipeline {}, {}-byte values, {} keys)",
+            all.latency_us.count(),
+            self.elapsed.as_secs_f64(),
+            self.rate(all.latency_us.count()),
+            c.clients,
+            c.pipeline,
+            c.value_size,
+            c.keys
+        );
+        let _ = writeln!(
+            out,
+            "{:<10} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "op", "ok", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        let mut rows: Vec<(&str, &OpStats)> =
+            self.by_op.iter().map(|(k, s)| (k.name(), s)).collect();
+        if rows.len() > 1 {
+            rows.push(("all", &all));
+        }
+        for (name, s) in rows {
+            let h = &s.latency_us;
+            let ms = |us: u64| us as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "{:<10} {:>9} {:>7} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+                name,
+                h.count(),
+                s.error_count(),
+                self.rate(h.count()),
+                ms(h.percentile(50.0)),
+                ms(h.percentile(90.0)),
+                ms(h.percentile(99.0)),
+                ms(h.percentile(99.9)),
+                ms(h.max())
+            );
+        }
+        if !all.errors.is_empty() {
+            let list: Vec<String> = all
+                .errors
+                .iter()
+                .map(|(code, n)| format!("{code}={n}"))
+                .collect();
+            let _ = writeln!(out, "errors: {}", list.join(" "));
+        }
+        out
+    }
+
+    /// The machine-readable report: one JSON object.
+    pub fn to_json(&self) -> Value {
+        let stats = |s: &OpStats| {
+            let h = &s.latency_us;
+            let ms = |us: u64| us as f64 / 1000.0;
+            json!({
+                "ok": h.count(),
+                "errors": s.errors,
+                "ops_per_sec": self.rate(h.count()),
+                "latency_ms": {
+                    "p50": ms(h.percentile(50.0)),
+                    "p90": ms(h.percentile(90.0)),
+                    "p99": ms(h.percentile(99.0)),
+                    "p99.9": ms(h.percentile(99.9)),
+                    "max": ms(h.max()),
+                    "mean": h.mean() / 1000.0,
+                },
+            })
+        };
+        let by_op: serde_json::Map<String, Value> = self
+            .by_op
+            .iter()
+            .map(|(k, s)| (k.name().to_string(), stats(s)))
+            .collect();
+        let c = &self.config;
+        json!({
+            "clients": c.clients,
+            "pipeline": c.pipeline,
+            "value_size": c.value_size,
+            "keys": c.keys,
+            "elapsed_sec": self.elapsed.as_secs_f64(),
+            "total": stats(&self.all()),
+            "ops": by_op,
+        })
+    }
+}
+
+/// State shared by the worker threads.
+struct Shared {
+    config: BenchConfig,
+    /// Addresses of all nodes, for finding the leader again.
+    addrs: Vec<String>,
+    /// Options for leader searches.
+    search: ClientOptions,
+    /// The leader's address and a generation number bumped on every change.
+    leader: Mutex<(String, u64)>,
+    /// Operations handed out so far.
+    claimed: AtomicU64,
+    /// Responses (ok or not) read so far; for progress.
+    completed: AtomicU64,
+    errors: AtomicU64,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+    /// A random tag making this run's client names unique.
+    run_tag: u32,
+}
+
+impl Shared {
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+            || self
+                .config
+                .duration
+                .is_some_and(|d| self.start.elapsed() >= d)
+    }
+
+    /// Claims up to `want` operations; 0 when the run is over.
+    fn claim(&self, want: u64) -> u64 {
+        if self.should_stop() {
+            return 0;
+        }
+        let Some(limit) = self.config.ops else {
+            return want;
+        };
+        let first = self.claimed.fetch_add(want, Ordering::Relaxed);
+        limit.saturating_sub(first).min(want)
+    }
+
+    fn current_leader(&self) -> (String, u64) {
+        self.leader.lock().clone()
+    }
+
+    /// Switches to `addr` unless someone already changed the leader since `seen`.
+    fn hint_leader(&self, addr: String, seen: u64) {
+        let mut leader = self.leader.lock();
+        if leader.1 == seen {
+            *leader = (addr, seen + 1);
+        }
+    }
+
+    /// Looks for the leader again, unless someone already did since `seen`.
+    fn search_leader(&self, seen: u64) -> (String, u64) {
+        let mut leader = self.leader.lock();
+        if leader.1 == seen {
+            let mut client = Client::new(self.addrs.clone(), self.search.clone());
+            match client.find_leader() {
+                Ok(addr) => *leader = (addr, seen + 1),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        leader.clone()
+    }
+}
+
+/// The fields of a response the bench looks at.
+#[derive(Deserialize)]
+struct Reply {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    leader_addr: Option<String>,
+}
+
+/// One worker's connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: &str) -> io::Result<Conn> {
+        let target = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
+        })?;
+        let stream = TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Conn {
+            reader: BufReader::with_capacity(256 * 1024, stream.try_clone()?),
+            writer: BufWriter::with_capacity(256 * 1024, stream),
+        })
+    }
+}
+
+/// One in-flight slot of a connection: its own client name and seq counter.
+struct Slot {
+    client: String,
+    next_seq: u64,
+}
+
+fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
+    let config = &shared.config;
+    let mut rng = StdRng::from_entropy();
+    let value: String = (&mut rng)
+        .sample_iter(Alphanumeric)
+        .take(config.value_size)
+        .map(char::from)
+        .collect();
+    let mut slots: Vec<Slot> = (0..config.pipeline)
+        .map(|s| Slot {
+            client: format!("b-{:08x}-{number}-{s}", shared.run_tag),
+            next_seq: 1,
+        })
+        .collect();
+    let mut stats: [OpStats; 5] = Default::default();
+    let mut conn: Option<Conn> = None;
+    let (mut leader, mut generation) = shared.current_leader();
+    let mut line = String::new();
+    let mut buf = Vec::new();
+    let mut in_flight: Vec<(OpKind, Instant)> = Vec::with_capacity(config.pipeline);
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        if conn.is_none() {
+            if shared.should_stop() {
+                break;
+            }
+            match Conn::open(&leader) {
+                Ok(c) => {
+                    conn = Some(c);
+                    unreachable_since = None;
+                }
+                Err(_) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= GIVE_UP_AFTER {
+                        eprintln!("raftkv bench: thread {number}: no leader reachable; giving up");
+                        break;
+                    }
+                    (leader, generation) = shared.search_leader(generation);
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let n = shared.claim(config.pipeline as u64) as usize;
+        if n == 0 {
+            break;
+        }
+        in_flight.clear();
+        let mut failed = false;
+        for slot in slots.iter_mut().take(n) {
+            let kind = config.mix.pick(&mut rng);
+            let key = rng.gen_range(0..config.keys);
+            line.clear();
+            let _ = match kind {
+                OpKind::Get => write!(line, r#"{{"op":"get","key":"key-{key}"}}"#),
+                OpKind::StaleGet => {
+                    write!(
+                        line,
+                        r#"{{"op":"get","key":"key-{key}","consistency":"stale"}}"#
+                    )
+                }
+                OpKind::Delete => write!(
+                    line,
+                    r#"{{"op":"delete","key":"key-{key}","client":"{}","seq":{}}}"#,
+                    slot.client, slot.next_seq
+                ),
+                OpKind::Put | OpKind::Append => write!(
+                    line,
+                    r#"{{"op":"{}","key":"key-{key}","value":"{value}","client":"{}","seq":{}}}"#,
+                    kind.name(),
+                    slot.client,
+                    slot.next_seq
+                ),
+            };
+            if !matches!(kind, OpKind::Get | OpKind::StaleGet) {
+                slot.next_seq += 1;
+            }
+            line.push('\n');
+            in_flight.push((kind, Instant::now()));
+            if c.writer.write_all(line.as_bytes()).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if !failed && c.writer.flush().is_err() {
+            failed = true;
+        }
+        let mut hint = None;
+        let mut answered = 0;
+        if !failed {
+            for &(kind, sent) in &in_flight {
+                match codec::read_line(&mut c.reader, &mut buf, MAX_RESPONSE_LINE) {
+                    Ok(Line::Complete) => {}
+                    _ => break,
+                }
+                let elapsed = sent.elapsed();
+                answered += 1;
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+                let stat = &mut stats[kind.index()];
+                match serde_json::from_slice::<Reply>(&buf) {
+                    Ok(Reply { ok: true, .. }) => stat
+                        .latency_us
+                        .record(elapsed.as_micros().try_into().unwrap_or(u64::MAX)),
+                    Ok(reply) => {
+                        let code = reply.error.unwrap_or_else(|| "error".into());
+                        if code == "not_leader" {
+                            hint = reply.leader_addr.filter(|a| *a != leader).or(hint);
+                        }
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        *stat.errors.entry(code).or_default() += 1;
+                    }
+                    Err(_) => {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        *stat.errors.entry("malformed_response".into()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if answered < in_flight.len() {
+            // The connection broke: every unanswered request counts as lost.
+            for &(kind, _) in &in_flight[answered..] {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+                *stats[kind.index()]
+                    .errors
+                    .entry("connection".into())
+                    .or_default() += 1;
+            }
+            conn = None;
+            (leader, generation) = shared.search_leader(generation);
+        } else if let Some(addr) = hint {
+            conn = None;
+            shared.hint_leader(addr, generation);
+            (leader, generation) = shared.current_leader();
+        }
+    }
+    OpKind::ALL
+        .into_iter()
+        .zip(stats)
+        .filter(|(_, s)| s.latency_us.count() > 0 || !s.errors.is_empty())
+        .collect()
+}
+
+/// Runs a bench with `config` against the cluster `client` knows; `stop` ends it early.
+/// Progress goes to stderr once a second unless `quiet`.
+pub fn run_bench(
+    client: &mut Client,
+    config: BenchConfig,
+    stop: Arc<AtomicBool>,
+    quiet: bool,
+) -> Result<BenchReport, String> {
+    let leader = client
+        .find_leader()
+        .map_err(|e| format!("cannot find the leader: {e}"))?;
+    let search = ClientOptions {
+        deadline: Duration::from_secs(2),
+        ..client.options().clone()
+    };
+    let shared = Shared {
+        addrs: client.addrs(),
+        search,
+        leader: Mutex::new((leader, 0)),
+        claimed: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        stop,
+        start: Instant::now(),
+        run_tag: rand::random(),
+        config,
+    };
+    let finished = AtomicUsize::new(0);
+    let mut by_op: BTreeMap<OpKind, OpStats> = BTreeMap::new();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..shared.config.clients)
+            .map(|number| {
+                let (shared, finished) = (&shared, &finished);
+                std::thread::Builder::new()
+                    .name(format!("bench-{number}"))
+                    .spawn_scoped(scope, move || {
+                        let stats = worker(shared, number);
+                        finished.fetch_add(1, Ordering::Release);
+                        stats
+                    })
+                    .expect("spawn a bench thread")
+            })
+            .collect();
+        let mut last_report = Instant::now();
+        let mut last_completed = 0;
+        while finished.load(Ordering::Acquire) < handles.len() {
+            std::thread::sleep(Duration::from_millis(20));
+            if !quiet && last_report.elapsed() >= Duration::from_secs(1) {
+                let completed = shared.completed.load(Ordering::Relaxed);
+                let rate =
+                    (completed - last_completed) as f64 / last_report.elapsed().as_secs_f64();
+                eprintln!(
+                    "[{:6.1} s] {completed} ops, {rate:.0} ops/s, {} errors",
+                    shared.start.elapsed().as_secs_f64(),
+                    shared.errors.load(Ordering::Relaxed)
+                );
+                last_report = Instant::now();
+                last_completed = completed;
+            }
+        }
+        for handle in handles {
+            for (kind, stats) in handle.join().expect("a bench thread panicked") {
+                by_op.entry(kind).or_default().merge(&stats);
+            }
+        }
+    });
+    Ok(BenchReport {
+        elapsed: shared.start.elapsed(),
+        by_op,
+        config: shared.config,
+    })
+}
+
+/// `raftkv bench`: returns the exit status.
+pub fn run(args: BenchArgs) -> i32 {
+    let config = match BenchConfig::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkv bench: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let mut client = match make_client(&args.client) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkv bench: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    // Ctrl-C ends the run early; the report is still printed.
+    let _ = ctrlc::set_handler(move || on_signal.store(true, Ordering::Relaxed));
+    match run_bench(&mut client, config, stop, false) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("raftkv bench: {e}");
+            EXIT_NOT_APPLIED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::fake;
+
+    #[test]
+    fn mix_parsing() {
+        let mix = Mix::parse("put=80,get=20,append=0").unwrap();
+        assert_eq!(mix.weights, vec![(OpKind::Put, 80), (OpKind::Get, 20)]);
+        assert_eq!(mix.total, 100);
+        assert_eq!(mix.pick_at(0), OpKind::Put);
+        assert_eq!(mix.pick_at(79), OpKind::Put);
+        assert_eq!(mix.pick_at(80), OpKind::Get);
+        assert_eq!(mix.pick_at(99), OpKind::Get);
+        let mix = Mix::parse(" stale_get = 1 , delete=3").unwrap();
+        assert_eq!(
+            mix.weights,
+            vec![(OpKind::StaleGet, 1), (OpKind::Delete, 3)]
+        );
+        for bad in [
+            "",
+            "put",
+            "put=",
+            "put=-1",
+            "put=x",
+            "frob=1",
+            "put=0,get=0",
+            "put=1,put=2",
+            "put=1,",
+            "put=4294967295,get=1",
+        ] {
+            assert!(Mix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mix_picks_in_proportion() {
+        let mix = Mix::parse("put=3,get=1").unwrap();
+        let mut rng = StdRng::seed_from_u64(7);
+        let puts = (0..4000)
+            .filter(|_| mix.pick(&mut rng) == OpKind::Put)
+            .count();
+        assert!((2800..3200).contains(&puts), "{puts}");
+    }
+
+    fn args(line: &str) -> BenchArgs {
+        use clap::Parser;
+        let cli = super::super::Cli::try_parse_from(line.split_whitespace()).unwrap();
+        let super::super::Command::Bench(args) = cli.command else {
+            panic!()
+        };
+        args
+    }
+
+    #[test]
+    fn config_defaults_and_bounds() {
+        let c = BenchConfig::from_args(&args("raftkv bench --servers a:1")).unwrap();
+        assert_eq!(
+            (c.ops, c.duration, c.clients, c.pipeline),
+            (Some(DEFAULT_OPS), None, 1, 1)
+        );
+        let c = BenchConfig::from_args(&args("raftkv bench --servers a:1 --duration 2")).unwrap();
+        assert_eq!((c.ops, c.duration), (None, Some(Duration::from_secs(2))));
+        let c = BenchConfig::from_args(&args("raftkv bench --servers a:1 --duration 2 --ops 5"))
+            .unwrap();
+        assert_eq!((c.ops, c.duration), (Some(5), Some(Duration::from_secs(2))));
+        assert!(BenchConfig::from_args(&args("raftkv bench --servers a:1 --ops 0")).is_err());
+        assert!(BenchConfig::from_args(&args("raftkv bench --servers a:1 --duration=-1")).is_err());
+        assert!(BenchConfig::from_args(&args("raftkv bench --servers a:1 --mix get")).is_err());
+    }
+
+    #[test]
+    fn a_pipelined_run_against_a_fake_node_counts_every_op() {
+        let node = fake::start_kv(1);
+        let mut client = Client::new(vec![node.addr.clone()], ClientOptions::default());
+        let config = BenchConfig {
+            clients: 3,
+            ops: Some(301),
+            duration: None,
+            value_size: 16,
+            keys: 10,
+            mix: Mix::parse("put=2,get=1,append=1,stale_get=1").unwrap(),
+            pipeline: 4,
+        };
+        let report =
+            run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
+        let all = report.all();
+        assert_eq!(all.latency_us.count(), 301);
+        assert!(all.errors.is_empty(), "{:?}", all.errors);
+        assert!(report.by_op.contains_key(&OpKind::Put));
+        // Each slot's writes use increasing seqs under its own client name.
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        for r in node.seen().iter().filter(|r| r.get("seq").is_some()) {
+            let client = r["client"].as_str().unwrap().to_string();
+            let seq = r["seq"].as_u64().unwrap();
+            let prev = last.insert(client, seq).unwrap_or(0);
+            assert_eq!(seq, prev + 1);
+        }
+        assert!(
+            !last.is_empty() && last.len() <= 3 * 4,
+            "one name per slot: {last:?}"
+        );
+        let text = report.to_text();
+        assert!(text.contains("301 ok ops"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("all ")), "{text}");
+        let json = report.to_json();
+        assert_eq!(json["total"]["ok"], 301);
+        assert!(json["ops"]["put"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn errors_are_counted_by_code_and_hints_followed() {
+        let leader = fake::start_kv(2);
+        let hint = leader.addr.clone();
+        // A node that claims leadership in its status but answers not_leader to writes.
+        let impostor = fake::Fake::start(move |r| {
+            if r["op"] == "status" {
+                fake::Action::Reply(json!({"ok": true, "node": 1, "role": "leader", "term": 9,
+                    "leader": 1, "leader_addr": null, "commit_index": 0, "applied_index": 0,
+                    "last_log_index": 0, "members": [1, 2]}))
+            } else {
+                fake::Action::Reply(fake::not_leader(Some(&hint)))
+            }
+        });
+        let mut client = Client::new(
+            vec![impostor.addr.clone(), leader.addr.clone()],
+            ClientOptions::default(),
+        );
+        let config = BenchConfig {
+            clients: 1,
+            ops: Some(20),
+            duration: None,
+            value_size: 8,
+            keys: 5,
+            mix: Mix::parse("put=1").unwrap(),
+            pipeline: 2,
+        };
+        let report =
+            run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
+        let all = report.all();
+        assert_eq!(
+            all.errors.get("not_leader"),
+            Some(&2),
+            "the first batch fails"
+        );
+        assert_eq!(
+            all.latency_us.count(),
+            18,
+            "the rest went to the hinted leader"
+        );
+    }
+}

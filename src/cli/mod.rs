@@ -1,0 +1,642 @@
+//! The `raftkv` command line (PROTOCOL.md §1): argument parsing, the one-shot client
+//! commands, and dispatch to the node, the REPL and the benchmark.
+//!
+//! The CLI speaks only the client protocol, through [`crate::client::Client`]
+//! (`bench` speaks it directly, for lower overhead).
+
+pub mod bench;
+pub mod histogram;
+pub mod repl;
+
+use std::{
+    ffi::OsString,
+    io::{self, IsTerminal, Write},
+    path::PathBuf,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::{
+    client::{Client, ClientError, ClientOptions},
+    protocol::{Status, DEFAULT_MAX_CLIENT_LINE},
+    server::NodeOptions,
+};
+
+/// Exit status: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit status of `get`: the key does not exist.
+pub const EXIT_NOT_FOUND: i32 = 1;
+/// Exit status: bad command line, unreadable cluster file, or a request the server
+/// rejected as `bad_request`.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: the operation certainly did not take effect (no leader reachable in
+/// time, node unreachable…). Safe to retry.
+pub const EXIT_NOT_APPLIED: i32 = 3;
+/// Exit status: a write's outcome is unknown; it may or may not have taken effect.
+pub const EXIT_UNKNOWN: i32 = 4;
+
+const EXIT_CODES: &str = "\
+Exit status of the client commands:
+  0  success
+  1  get: the key does not exist (nothing is printed on stdout)
+  2  bad command line or cluster file, or the server answered bad_request
+  3  not applied: the operation certainly did not take effect (safe to retry)
+  4  outcome unknown: the write may or may not have taken effect";
+
+/// `raftkv`: the command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated key-value store",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one cluster member in the foreground (logs to stderr, stops on Ctrl-C)
+    Node(NodeArgs),
+    /// Interactive client: put, append, get, delete, status, leader (reads a script from a pipe)
+    Repl(ReplArgs),
+    /// Print the value of KEY (linearizable read); exit status 1 if it does not exist
+    Get(GetArgs),
+    /// Set KEY to VALUE
+    Put(WriteArgs),
+    /// Append VALUE to the value of KEY (a missing key counts as empty)
+    Append(WriteArgs),
+    /// Remove KEY (no error if it does not exist)
+    Delete(KeyArgs),
+    /// Show every node's view of the cluster as a table
+    Status(StatusArgs),
+    /// Load the cluster with concurrent clients and report throughput and latency
+    Bench(BenchArgs),
+}
+
+/// Flags of `raftkv node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// This node's id, as listed in the cluster file
+    #[arg(long, value_name = "ID")]
+    pub id: u64,
+    /// Cluster file (JSON) listing every node's raft and client addresses
+    #[arg(long, value_name = "FILE")]
+    pub cluster: PathBuf,
+    /// Directory for this node's write-ahead log, hard state and membership (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Lowest level of log line to write to stderr
+    #[arg(long, value_name = "LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+    /// Length of one Raft tick in milliseconds (election timeouts and heartbeats are counted in ticks)
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_ms: u64,
+    /// Longest request line accepted from a client, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CLIENT_LINE)]
+    pub max_line_bytes: usize,
+}
+
+/// Where the cluster is: exactly one of `--cluster` and `--servers`.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// Cluster file (JSON) listing every node's client address
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// Comma-separated client addresses of the nodes, instead of --cluster
+    #[arg(long, value_name = "ADDR,ADDR,...", value_delimiter = ',')]
+    pub servers: Option<Vec<String>>,
+}
+
+/// Flags shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Give up on an operation after this many seconds, retries included
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+}
+
+/// Flags of `raftkv repl`.
+#[derive(Args, Debug)]
+pub struct ReplArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Flags of `raftkv get`.
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// The key to read
+    pub key: String,
+    /// Read one node's local state without contacting a quorum (fast, possibly stale)
+    #[arg(long)]
+    pub stale: bool,
+    /// Print the server's raw JSON response line instead of the value
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Flags of `raftkv put` and `raftkv append`.
+#[derive(Args, Debug)]
+pub struct WriteArgs {
+    /// The key to write
+    pub key: String,
+    /// The value to write (or to append)
+    pub value: String,
+    /// Print the server's raw JSON response line instead of "OK"
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Flags of `raftkv delete`.
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    /// The key to remove
+    pub key: String,
+    /// Print the server's raw JSON response line instead of "OK"
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Flags of `raftkv status`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 if every node answered, 3 if any did not \
+    (the table is printed either way), 2 for a bad command line or cluster file.\n\
+    With --json, prints one line per node: {\"addr\":ADDR,\"response\":RAW STATUS RESPONSE} \
+    or {\"addr\":ADDR,\"error\":TEXT}."
+)]
+pub struct StatusArgs {
+    /// Print each node's raw JSON status response, one line per node
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Flags of `raftkv bench`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Runs until --ops operations are done or --duration passes, \
+    whichever comes first (--ops 10000 if neither is given). Progress goes to stderr \
+    every second; the report to stdout. Ctrl-C stops early and still reports."
+)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Number of concurrent clients (threads), each with its own connection
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub clients: u64,
+    /// Total operations to run (over all clients)
+    #[arg(long, value_name = "N")]
+    pub ops: Option<u64>,
+    /// Stop after this many seconds
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Size of each written value in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    pub value_size: usize,
+    /// Number of distinct keys, picked uniformly at random
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Operation mix as weights: put, get, append, delete, stale_get (e.g. put=80,get=20)
+    #[arg(long, value_name = "MIX", default_value = "put=100")]
+    pub mix: String,
+    /// Requests in flight per connection: send K, then read the K responses
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pipeline: u64,
+    /// Print the final report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command line `args` (program name first) and returns the exit status.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match cli.command {
+        Command::Node(args) => run_node(args),
+        Command::Repl(args) => run_repl(args),
+        Command::Get(args) => run_get(args),
+        Command::Put(args) => run_write("put", args),
+        Command::Append(args) => run_write("append", args),
+        Command::Delete(args) => {
+            let request = json!({"op": "delete", "key": args.key});
+            run_one_shot("delete", &args.client, request, args.json)
+        }
+        Command::Status(args) => run_status(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn run_node(args: NodeArgs) -> i32 {
+    let options = NodeOptions {
+        id: args.id,
+        cluster: args.cluster,
+        data_dir: args.data_dir,
+        log_level: args.log_level,
+        tick_ms: args.tick_ms,
+        max_line_bytes: args.max_line_bytes,
+    };
+    match crate::server::run(options) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("raftkv node: {e}");
+            1
+        }
+    }
+}
+
+/// Builds the client the flags describe.
+pub fn make_client(args: &ClientArgs) -> Result<Client, String> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err(format!(
+            "--timeout must be a positive number of seconds, not {}",
+            args.timeout
+        ));
+    }
+    let options = ClientOptions {
+        deadline: Duration::from_secs_f64(args.timeout),
+        ..ClientOptions::default()
+    };
+    let client = match (&args.target.cluster, &args.target.servers) {
+        (Some(path), _) => Client::from_cluster_file(path, options).map_err(|e| e.to_string())?,
+        (None, Some(servers)) => Client::new(servers.clone(), options),
+        (None, None) => return Err("give --cluster FILE or --servers ADDR,ADDR,...".into()),
+    };
+    if client.addrs().is_empty() {
+        return Err("no server addresses given".into());
+    }
+    Ok(client)
+}
+
+/// The exit status for a failed client operation.
+pub fn exit_code(error: &ClientError) -> i32 {
+    match error {
+        ClientError::NotApplied { .. } => EXIT_NOT_APPLIED,
+        ClientError::Unknown { .. } => EXIT_UNKNOWN,
+        ClientError::BadRequest(_) | ClientError::NoServers => EXIT_USAGE,
+    }
+}
+
+fn run_get(args: GetArgs) -> i32 {
+    let mut request = json!({"op": "get", "key": args.key});
+    if args.stale {
+        request["consistency"] = json!("stale");
+    }
+    run_one_shot("get", &args.client, request, args.json)
+}
+
+fn run_write(op: &str, args: WriteArgs) -> i32 {
+    let request = json!({"op": op, "key": args.key, "value": args.value});
+    run_one_shot(op, &args.client, request, args.json)
+}
+
+/// One request through the client; prints the result and returns the exit status.
+fn run_one_shot(op: &str, args: &ClientArgs, request: Value, json_output: bool) -> i32 {
+    let mut client = match make_client(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkv {op}: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let key = request["key"].as_str().unwrap_or("").to_string();
+    let response = match client.raw(request) {
+        Ok((response, _)) => response,
+        Err(e) => {
+            eprintln!("raftkv {op}: {e}");
+            return exit_code(&e);
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    if json_output {
+        let line = client
+            .last_response_line()
+            .map_or_else(|| response.to_string(), str::to_string);
+        let _ = writeln!(stdout, "{line}");
+    }
+    if response.get("ok") != Some(&Value::Bool(true)) {
+        let message = response
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        eprintln!("raftkv {op}: {}", ClientError::BadRequest(message.into()));
+        return EXIT_USAGE;
+    }
+    if op != "get" {
+        if !json_output {
+            let _ = writeln!(stdout, "OK");
+        }
+        return EXIT_OK;
+    }
+    match response.get("value") {
+        Some(Value::String(value)) => {
+            if !json_output {
+                let _ = writeln!(stdout, "{value}");
+            }
+            EXIT_OK
+        }
+        None | Some(Value::Null) => {
+            eprintln!("raftkv get: key not found: {key}");
+            EXIT_NOT_FOUND
+        }
+        Some(other) => {
+            eprintln!("raftkv get: malformed response: \"value\" is {other}");
+            EXIT_NOT_APPLIED
+        }
+    }
+}
+
+fn run_status(args: StatusArgs) -> i32 {
+    let mut client = match make_client(&args.client) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkv status: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let mut stdout = io::stdout().lock();
+    let mut all_answered = true;
+    if args.json {
+        for addr in client.addrs() {
+            let line = match client.status_raw(&addr) {
+                Ok(response) => {
+                    let raw = client
+                        .last_response_line()
+                        .map_or_else(|| response.to_string(), str::to_string);
+                    format!("{{\"addr\":{},\"response\":{raw}}}", Value::String(addr))
+                }
+                Err(e) => {
+                    all_answered = false;
+                    let error = strip_addr(e.reason(), &addr);
+                    json!({"addr": addr, "error": error}).to_string()
+                }
+            };
+            let _ = writeln!(stdout, "{line}");
+        }
+    } else {
+        let rows = client.status_all();
+        all_answered = rows.iter().all(|(_, r)| r.is_ok());
+        let _ = write!(stdout, "{}", status_table(&client, &rows));
+    }
+    if all_answered {
+        EXIT_OK
+    } else {
+        EXIT_NOT_APPLIED
+    }
+}
+
+/// Renders the status of every node as an aligned text table, one row per node:
+/// id, client address, role, term, leader, commit, applied, last log index, and
+/// `ok` or why the node did not answer.
+pub fn status_table(client: &Client, rows: &[(String, Result<Status, ClientError>)]) -> String {
+    let header = [
+        "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "STATE",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    for (addr, result) in rows {
+        let known_id = client
+            .node_id(addr)
+            .map_or_else(|| "?".to_string(), |id| id.to_string());
+        let row = match result {
+            Ok(s) => vec![
+                s.node.to_string(),
+                addr.clone(),
+                s.role.clone(),
+                s.term.to_string(),
+                s.leader
+                    .map_or_else(|| "-".to_string(), |l| format!("n{l}")),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.last_log_index.to_string(),
+                "ok".to_string(),
+            ],
+            Err(e) => {
+                let mut row = vec![known_id, addr.clone()];
+                row.extend(std::iter::repeat_n("-".to_string(), 6));
+                row.push(format!("unreachable: {}", strip_addr(e.reason(), addr)));
+                row
+            }
+        };
+        table.push(row);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &table {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `"127.0.0.1:8001: connection refused"` → `"connection refused"` when the address is
+/// already shown in its own column.
+fn strip_addr<'a>(reason: &'a str, addr: &str) -> &'a str {
+    reason
+        .strip_prefix(addr)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(reason)
+}
+
+/// Whether stdin is an interactive terminal (the REPL then shows a prompt).
+pub fn stdin_is_terminal() -> bool {
+    io::stdin().is_terminal()
+}
+
+fn run_repl(args: ReplArgs) -> i32 {
+    let mut client = match make_client(&args.client) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkv repl: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let interactive = stdin_is_terminal();
+    let stdin = io::stdin().lock();
+    let mut stdout = io::stdout().lock();
+    match repl::run(&mut client, stdin, &mut stdout, interactive) {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(e) => {
+            eprintln!("raftkv repl: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_command_lines() {
+        let parse = |line: &str| Cli::try_parse_from(line.split_whitespace());
+        let cli =
+            parse("raftkv node --id 2 --cluster c.json --data-dir /tmp/d --tick-ms 5").unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!()
+        };
+        assert_eq!((n.id, n.tick_ms, n.log_level.as_str()), (2, 5, "info"));
+        assert_eq!(n.max_line_bytes, DEFAULT_MAX_CLIENT_LINE);
+        let cli = parse("raftkv put k v --servers a:1,b:2 --json").unwrap();
+        let Command::Put(w) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            w.client.target.servers,
+            Some(vec!["a:1".to_string(), "b:2".to_string()])
+        );
+        assert!(w.json);
+        assert!(parse("raftkv get k --cluster c.json").is_ok());
+        assert!(parse("raftkv status --cluster c.json").is_ok());
+        assert!(parse("raftkv repl --servers a:1").is_ok());
+        let cli =
+            parse("raftkv bench --cluster c --clients 8 --mix put=80,get=20 --pipeline 4").unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (b.clients, b.pipeline, b.mix.as_str()),
+            (8, 4, "put=80,get=20")
+        );
+        // exactly one of --cluster and --servers
+        assert!(parse("raftkv get k").is_err());
+        assert!(parse("raftkv get k --cluster c --servers a:1").is_err());
+        assert!(parse("raftkv node --id 1 --cluster c --data-dir d --log-level loud").is_err());
+    }
+
+    #[test]
+    fn one_shot_commands_against_a_fake_node() {
+        let node = crate::client::fake::start_kv(1);
+        let servers = format!("--servers={}", node.addr);
+        let run = |args: &[&str]| {
+            let mut line = vec!["raftkv"];
+            line.extend_from_slice(args);
+            line.push(&servers);
+            super::run(line)
+        };
+        assert_eq!(run(&["put", "k", "v"]), EXIT_OK);
+        assert_eq!(run(&["append", "k", "w", "--json"]), EXIT_OK);
+        assert_eq!(run(&["get", "k"]), EXIT_OK);
+        assert_eq!(run(&["get", "missing"]), EXIT_NOT_FOUND);
+        assert_eq!(run(&["delete", "k"]), EXIT_OK);
+        assert_eq!(run(&["get", "k", "--stale"]), EXIT_NOT_FOUND);
+        assert_eq!(
+            run(&["put", "k", &"x".repeat(crate::kv::MAX_VALUE_BYTES + 1)]),
+            EXIT_USAGE
+        );
+        assert_eq!(run(&["status"]), EXIT_OK);
+        assert_eq!(run(&["status", "--json"]), EXIT_OK);
+        let down = crate::client::fake::refused_addr();
+        let line = [
+            "raftkv",
+            "put",
+            "k",
+            "v",
+            "--timeout",
+            "0.2",
+            "--servers",
+            down.as_str(),
+        ];
+        assert_eq!(super::run(line), EXIT_NOT_APPLIED);
+        assert_eq!(
+            super::run([
+                "raftkv",
+                "node",
+                "--id",
+                "1",
+                "--cluster",
+                "c",
+                "--data-dir",
+                "d"
+            ]),
+            1
+        );
+    }
+
+    #[test]
+    fn status_table_shows_reachable_and_unreachable_nodes() {
+        let client = Client::new(vec!["a:1".into(), "b:2".into()], ClientOptions::default());
+        let s = Status {
+            node: 1,
+            role: "leader".into(),
+            term: 7,
+            leader: Some(1),
+            leader_addr: Some("a:1".into()),
+            commit_index: 1042,
+            applied_index: 1041,
+            last_log_index: 1043,
+            members: vec![1, 2],
+        };
+        let rows = vec![
+            ("a:1".to_string(), Ok(s)),
+            (
+                "b:2".to_string(),
+                Err(ClientError::NotApplied {
+                    reason: "b:2: connection refused".into(),
+                }),
+            ),
+        ];
+        let table = status_table(&client, &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID  ADDRESS  ROLE"), "{table}");
+        assert!(
+            lines[1].contains("leader") && lines[1].contains("n1") && lines[1].contains("1042"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("unreachable: connection refused"),
+            "{table}"
+        );
+        assert!(lines[2].starts_with("?   b:2"), "{table}");
+    }
+}

@@ -1,0 +1,680 @@
+//! The blocking client: finds the leader, retries, and makes writes exactly-once.
+//!
+//! # How an operation runs
+//!
+//! A [`Client`] knows the client addresses of the cluster's nodes (from a cluster file
+//! or a `--servers` list) and keeps at most one open TCP connection per node. Each
+//! operation (`get`, `put`, …) is one request line sent to one node at a time, repeated
+//! until a definite answer arrives or the operation's deadline
+//! ([`ClientOptions::deadline`], 10 s by default) passes:
+//!
+//! 1. **Where to send.** To the node that last answered `ok` (the remembered leader),
+//!    else to the next node in turn. A `not_leader` answer that names a `leader_addr`
+//!    sends the next attempt straight there (an address missing from our list is added
+//!    to it); one without a hint moves on to the next node.
+//! 2. **When to wait.** Answers that say "not now" (`unavailable`, `timeout`) and
+//!    failures after sending (lost connection, no response within
+//!    [`ClientOptions::request_timeout`]) wait a backoff before the next attempt:
+//!    20 ms, doubling up to 500 ms, each wait drawn at random from its upper half so
+//!    that many clients do not retry in lockstep. Quick failures (refused connection,
+//!    `not_leader`) move on at once, but after as many of them in a row as there are
+//!    nodes, the client waits too, so a leaderless cluster is not hammered.
+//! 3. **When to stop.** On `ok` (success) and `bad_request` (the request is wrong and
+//!    will stay wrong); otherwise at the deadline.
+//!
+//! # Exactly-once writes
+//!
+//! Every client has a name (`client`, random `c-<16 hex digits>` unless chosen in
+//! [`ClientOptions::client_id`]) and numbers its writes `seq = 1, 2, 3, …`. A write
+//! carries the pair, and **every retry of that write reuses the same `seq`**, whichever
+//! node it goes to. The servers apply a given `(client, seq)` at most once and answer a
+//! retry with the first attempt's result, so retrying after an uncertain failure is
+//! safe: it either applies the write for the first time or reports that it already was.
+//! The next write gets the next `seq` whatever the previous outcome. Because operations
+//! take `&mut self`, a `Client` has at most one write outstanding, as PROTOCOL.md asks.
+//!
+//! # What a failure means
+//!
+//! When the deadline passes, the error says what the caller may conclude
+//! ([`ClientError`]):
+//! - [`ClientError::Unknown`] if the operation is a write and at least one attempt
+//!   *may* have reached a server's log: it was sent and then answered `timeout`, or the
+//!   connection failed or closed after sending, or no (well-formed) answer came within
+//!   the per-request timeout. Such an attempt may still be applied later, even after
+//!   the call returned; it will never be applied twice, nor after a later write of the
+//!   same client (whose higher `seq` makes it stale).
+//! - [`ClientError::NotApplied`] otherwise: every attempt failed to connect or was
+//!   answered `not_leader`/`unavailable`, which the protocol defines as "not applied,
+//!   never will be". Reads always fail this way, since they change nothing.
+//!
+//! Before reusing an idle connection the client checks, without blocking, that the
+//! server has not closed it meanwhile; so a node that restarted between two operations
+//! costs a reconnect, not an uncertain outcome.
+//!
+//! # Threads
+//!
+//! A `Client` is `Send` and not meant to be shared: its methods take `&mut self`. Give
+//! each thread its own client; creating one is cheap (no connection is opened until the
+//! first operation), and separate clients have separate names, so their writes never
+//! contend for one `seq` counter. Wrapping one in a `Mutex` works too, but serializes
+//! every operation of every thread behind one connection per node.
+
+mod conn;
+mod error;
+#[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
+mod tests;
+
+pub use error::ClientError;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+use crate::{
+    config::ClusterConfig,
+    kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES},
+    protocol::{ErrorCode, Status},
+};
+use conn::{CallError, Conn};
+
+/// Settings of a [`Client`]. `ClientOptions::default()` gives the documented defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Overall time budget of one operation, retries and backoff included (10 s).
+    pub deadline: Duration,
+    /// Longest wait for one TCP connect (1 s).
+    pub connect_timeout: Duration,
+    /// Longest wait for the response to one request once sent (3 s). After that the
+    /// attempt counts as lost (outcome unknown for a write) and the connection is closed.
+    pub request_timeout: Duration,
+    /// First backoff wait between attempts (20 ms); doubles after each wait.
+    pub backoff_start: Duration,
+    /// Largest backoff wait (500 ms).
+    pub backoff_max: Duration,
+    /// The `client` name carried by writes. `None` picks a random `c-<16 hex digits>`.
+    /// Two clients must never use the same name at the same time.
+    pub client_id: Option<String>,
+    /// Longest response line accepted, in bytes (16 MiB).
+    pub max_line_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            deadline: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(3),
+            backoff_start: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+            client_id: None,
+            max_line_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A random client name: `c-` and 16 hex digits.
+pub fn random_client_id() -> String {
+    format!("c-{:016x}", rand::random::<u64>())
+}
+
+/// One node the client may talk to.
+struct Node {
+    /// Its client address, as given or as learned from a `leader_addr` hint.
+    addr: String,
+    /// Its id, when known from the cluster file.
+    id: Option<u64>,
+    /// The open connection, if any.
+    conn: Option<Conn>,
+}
+
+/// A blocking client of a raftkv cluster. See the [module docs](self) for the retry and
+/// exactly-once rules, and [`ClientError`] for what a failure means.
+pub struct Client {
+    /// Every node we know of; configured ones first, hinted ones appended.
+    nodes: Vec<Node>,
+    /// How many of `nodes` were configured (the rest were learned from hints).
+    configured: usize,
+    options: ClientOptions,
+    /// The `client` name carried by our writes.
+    client_id: String,
+    /// The `seq` the next write will carry.
+    next_seq: u64,
+    /// Index of the node that last answered `ok`, while it keeps doing so.
+    leader: Option<usize>,
+    /// Where the next search for a leader starts.
+    cursor: usize,
+    /// Index of the node that gave the final answer of the last operation.
+    last_node: Option<usize>,
+    /// The exact response line of the last operation's final answer.
+    last_line: Option<String>,
+    /// Attempts made by the last operation.
+    last_attempts: u32,
+}
+
+/// What the client makes of one well-formed response.
+enum Answer {
+    /// `ok: true`, or `bad_request`: final.
+    Final,
+    NotLeader(Option<String>),
+    Unavailable(String),
+    Timeout(String),
+    /// An error code this client does not know; treated as uncertain.
+    Other(String),
+}
+
+fn classify(response: &Value) -> Answer {
+    if response.get("ok") == Some(&Value::Bool(true)) {
+        return Answer::Final;
+    }
+    let message = response
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let code = response.get("error").and_then(Value::as_str).unwrap_or("");
+    match serde_json::from_value::<ErrorCode>(Value::String(code.into())) {
+        Ok(ErrorCode::BadRequest) => Answer::Final,
+        Ok(ErrorCode::NotLeader) => Answer::NotLeader(
+            response
+                .get("leader_addr")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+        ),
+        Ok(ErrorCode::Unavailable) => Answer::Unavailable(message),
+        Ok(ErrorCode::Timeout) => Answer::Timeout(message),
+        Err(_) => Answer::Other(format!("unexpected response {response}")),
+    }
+}
+
+/// Refuses, without sending it, a request whose key or value is over the protocol's
+/// size limits: the server would refuse it too (or close the connection on an
+/// oversized line, which would leave a write's outcome needlessly unknown).
+fn check_sizes(request: &Value) -> Result<(), ClientError> {
+    for (field, limit) in [("key", MAX_KEY_BYTES), ("value", MAX_VALUE_BYTES)] {
+        if let Some(Value::String(s)) = request.get(field) {
+            if s.len() > limit {
+                return Err(ClientError::BadRequest(format!(
+                    "{field} is {} bytes; the limit is {limit}",
+                    s.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Formats a duration for messages: `850 ms`, `1.3 ms`, `10.0 s`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// Doubling backoff with jitter.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// The next wait: uniformly random in the upper half of the current step.
+    fn next_wait(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (step * 2).min(self.max);
+        let half = step / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=step - half)
+    }
+}
+
+impl Client {
+    /// A client of the nodes at `addrs` (client addresses, `host:port`). Empty and
+    /// duplicate entries are dropped. No connection is opened until the first operation.
+    pub fn new(addrs: Vec<String>, options: ClientOptions) -> Client {
+        let mut client = Client {
+            nodes: Vec::new(),
+            configured: 0,
+            client_id: options.client_id.clone().unwrap_or_else(random_client_id),
+            options,
+            next_seq: 1,
+            leader: None,
+            cursor: 0,
+            last_node: None,
+            last_line: None,
+            last_attempts: 0,
+        };
+        for addr in addrs {
+            let addr = addr.trim();
+            if !addr.is_empty() {
+                client.node_index(addr);
+            }
+        }
+        client.configured = client.nodes.len();
+        client
+    }
+
+    /// A client of the nodes of a cluster file (PROTOCOL.md §2); it knows their ids.
+    pub fn from_cluster_file(path: &Path, options: ClientOptions) -> crate::error::Result<Client> {
+        Ok(Client::from_cluster(&ClusterConfig::load(path)?, options))
+    }
+
+    /// A client of the nodes of a parsed cluster configuration; it knows their ids.
+    pub fn from_cluster(config: &ClusterConfig, options: ClientOptions) -> Client {
+        let mut client = Client::new(config.client_addrs(), options);
+        for spec in &config.nodes {
+            if let Some(node) = client.nodes.iter_mut().find(|n| n.addr == spec.client) {
+                node.id = Some(spec.id);
+            }
+        }
+        client
+    }
+
+    /// The `client` name this client's writes carry.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The configured node addresses, in the order given.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes[..self.configured]
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect()
+    }
+
+    /// The id of the node at client address `addr`, if the cluster file named it.
+    pub fn node_id(&self, addr: &str) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|n| n.addr == addr)
+            .and_then(|n| n.id)
+    }
+
+    /// How to name the node at `addr` for humans: `n2` when its id is known, else the
+    /// address itself.
+    pub fn node_label(&self, addr: &str) -> String {
+        match self.node_id(addr) {
+            Some(id) => format!("n{id}"),
+            None => addr.to_string(),
+        }
+    }
+
+    /// The address of the node that gave the final answer to the last operation (`None`
+    /// if it failed without one).
+    pub fn last_addr(&self) -> Option<&str> {
+        self.last_node.map(|i| self.nodes[i].addr.as_str())
+    }
+
+    /// The exact response line of the last operation's final answer, as received.
+    pub fn last_response_line(&self) -> Option<&str> {
+        self.last_line.as_deref()
+    }
+
+    /// The node currently believed to be the leader (the last one to answer `ok`).
+    pub fn known_leader(&self) -> Option<&str> {
+        self.leader.map(|i| self.nodes[i].addr.as_str())
+    }
+
+    /// Reads `key` linearizably; `None` if it is absent.
+    pub fn get(&mut self, key: &str) -> Result<Option<String>, ClientError> {
+        self.read(json!({"op": "get", "key": key}))
+    }
+
+    /// Reads `key` from one node's local state (`"consistency":"stale"`): fast, but
+    /// possibly out of date. Goes to the remembered leader when there is one.
+    pub fn get_stale(&mut self, key: &str) -> Result<Option<String>, ClientError> {
+        self.read(json!({"op": "get", "key": key, "consistency": "stale"}))
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+        self.write(json!({"op": "put", "key": key, "value": value}))
+    }
+
+    /// Appends `value` to the value of `key` (a missing key counts as `""`).
+    pub fn append(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+        self.write(json!({"op": "append", "key": key, "value": value}))
+    }
+
+    /// Removes `key`; no error if it is absent.
+    pub fn delete(&mut self, key: &str) -> Result<(), ClientError> {
+        self.write(json!({"op": "delete", "key": key}))
+    }
+
+    /// Sends any request through the leader-finding, retrying machinery and returns the
+    /// final response (an `ok` one or a `bad_request` one) with the address that gave
+    /// it. A write (`op` put/append/delete) without `client` and `seq` gets this
+    /// client's name and next seq added; one that has either is sent as it is.
+    pub fn raw(&mut self, mut request: Value) -> Result<(Value, String), ClientError> {
+        let op = request.get("op").and_then(Value::as_str).unwrap_or("");
+        let is_write = matches!(op, "put" | "append" | "delete");
+        if is_write {
+            if let Value::Object(obj) = &mut request {
+                if !obj.contains_key("client") && !obj.contains_key("seq") {
+                    obj.insert("client".into(), Value::String(self.client_id.clone()));
+                    obj.insert("seq".into(), Value::from(self.take_seq()));
+                }
+            }
+        }
+        let (response, index) = self.execute(&request, is_write)?;
+        Ok((response, self.nodes[index].addr.clone()))
+    }
+
+    /// Asks the node at `addr` for its status: one attempt, no retries, and no leader
+    /// needed. The raw response (`ok` or not) is returned as it came.
+    pub fn status_raw(&mut self, addr: &str) -> Result<Value, ClientError> {
+        let index = self.node_index(addr);
+        let deadline = Instant::now() + self.options.request_timeout;
+        self.last_node = None;
+        self.last_line = None;
+        match self.attempt(index, &json!({"op": "status"}), deadline) {
+            Ok((response, line)) => {
+                self.last_node = Some(index);
+                self.last_line = Some(line);
+                Ok(response)
+            }
+            Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(ClientError::NotApplied {
+                reason: format!("{addr}: {e}"),
+            }),
+        }
+    }
+
+    /// Asks the node at `addr` for its status (see [`Client::status_raw`]) and parses
+    /// the answer.
+    pub fn status(&mut self, addr: &str) -> Result<Status, ClientError> {
+        let response = self.status_raw(addr)?;
+        if response.get("ok") != Some(&Value::Bool(true)) {
+            let message = response
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return match response.get("error").and_then(Value::as_str) {
+                Some("bad_request") => Err(ClientError::BadRequest(message.into())),
+                code => Err(ClientError::NotApplied {
+                    reason: format!("{addr}: {}: {message}", code.unwrap_or("error")),
+                }),
+            };
+        }
+        serde_json::from_value(response).map_err(|e| ClientError::NotApplied {
+            reason: format!("{addr}: malformed status response: {e}"),
+        })
+    }
+
+    /// The status of every configured node, in order, each with its address.
+    pub fn status_all(&mut self) -> Vec<(String, Result<Status, ClientError>)> {
+        self.addrs()
+            .into_iter()
+            .map(|addr| {
+                let status = self.status(&addr);
+                (addr, status)
+            })
+            .collect()
+    }
+
+    /// Finds the current leader through the nodes' status, retrying until the deadline:
+    /// the node reporting `role: leader` in the highest term, else the `leader_addr`
+    /// reported in the highest term. Remembers it and returns its client address.
+    pub fn find_leader(&mut self) -> Result<String, ClientError> {
+        if self.nodes.is_empty() {
+            return Err(ClientError::NoServers);
+        }
+        let deadline = Instant::now() + self.options.deadline;
+        let mut backoff = self.backoff();
+        loop {
+            let mut best: Option<(u64, bool, String)> = None; // (term, is the node itself, addr)
+            let mut errors = Vec::new();
+            for (addr, status) in self.status_all() {
+                match status {
+                    Ok(s) => {
+                        let candidate = if s.role == "leader" {
+                            Some((s.term, true, addr))
+                        } else {
+                            s.leader_addr.map(|a| (s.term, false, a))
+                        };
+                        if let Some(c) = candidate {
+                            if best.as_ref().is_none_or(|b| (c.0, c.1) > (b.0, b.1)) {
+                                best = Some(c);
+                            }
+                        }
+                    }
+                    Err(e) => errors.push(e.reason().to_string()),
+                }
+            }
+            if let Some((_, _, addr)) = best {
+                let index = self.node_index(&addr);
+                self.leader = Some(index);
+                return Ok(addr);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let mut reason = "no node knows a leader".to_string();
+                if !errors.is_empty() {
+                    reason = format!("{reason}; {}", errors.join("; "));
+                }
+                return Err(ClientError::NotApplied { reason });
+            }
+            std::thread::sleep(backoff.next_wait().min(deadline - now));
+        }
+    }
+
+    fn read(&mut self, request: Value) -> Result<Option<String>, ClientError> {
+        let (response, _) = self.execute(&request, false)?;
+        Self::check_ok(&response)?;
+        match response.get("value") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(v)) => Ok(Some(v.clone())),
+            Some(other) => Err(ClientError::NotApplied {
+                reason: format!("malformed response: \"value\" is {other}"),
+            }),
+        }
+    }
+
+    fn write(&mut self, mut request: Value) -> Result<(), ClientError> {
+        request["client"] = Value::String(self.client_id.clone());
+        request["seq"] = Value::from(self.take_seq());
+        let (response, _) = self.execute(&request, true)?;
+        Self::check_ok(&response)
+    }
+
+    /// `execute` returns only `ok` and `bad_request` responses; turn the latter into
+    /// an error.
+    fn check_ok(response: &Value) -> Result<(), ClientError> {
+        if response.get("ok") == Some(&Value::Bool(true)) {
+            Ok(())
+        } else {
+            let message = response
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Err(ClientError::BadRequest(message.to_string()))
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            next: self.options.backoff_start,
+            max: self.options.backoff_max,
+        }
+    }
+
+    /// The index of the node at `addr`, adding it if unknown.
+    fn node_index(&mut self, addr: &str) -> usize {
+        if let Some(i) = self.nodes.iter().position(|n| n.addr == addr) {
+            return i;
+        }
+        self.nodes.push(Node {
+            addr: addr.to_string(),
+            id: None,
+            conn: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn next_node(&mut self, index: usize) -> usize {
+        self.cursor = (index + 1) % self.nodes.len();
+        self.cursor
+    }
+
+    /// The retry loop described in the module docs. Returns the final response (`ok` or
+    /// `bad_request`) and the index of the node that gave it.
+    fn execute(&mut self, request: &Value, is_write: bool) -> Result<(Value, usize), ClientError> {
+        self.last_node = None;
+        self.last_line = None;
+        self.last_attempts = 0;
+        if self.nodes.is_empty() {
+            return Err(ClientError::NoServers);
+        }
+        check_sizes(request)?;
+        let start = Instant::now();
+        let deadline = start + self.options.deadline;
+        let mut backoff = self.backoff();
+        // Whether some attempt may have put this write into a server's log.
+        let mut maybe_applied = false;
+        let mut last_error;
+        // Failures in a row that did not wait.
+        let mut quick_failures = 0;
+        let mut target = self.leader.unwrap_or(self.cursor % self.nodes.len());
+        loop {
+            self.last_attempts += 1;
+            let addr = self.nodes[target].addr.clone();
+            let wait = match self.attempt(target, request, deadline) {
+                Ok((response, line)) => match classify(&response) {
+                    Answer::Final => {
+                        if response.get("ok") == Some(&Value::Bool(true)) {
+                            self.leader = Some(target);
+                        }
+                        self.last_node = Some(target);
+                        self.last_line = Some(line);
+                        return Ok((response, target));
+                    }
+                    Answer::NotLeader(hint) => {
+                        if self.leader == Some(target) {
+                            self.leader = None;
+                        }
+                        match hint {
+                            Some(hint) if hint != addr => {
+                                last_error = format!("{addr}: not leader; leader is {hint}");
+                                target = self.node_index(&hint);
+                            }
+                            _ => {
+                                last_error = format!("{addr}: not leader; no leader known");
+                                target = self.next_node(target);
+                            }
+                        }
+                        false
+                    }
+                    Answer::Unavailable(message) => {
+                        last_error = format!("{addr}: unavailable: {message}");
+                        self.leader = None;
+                        target = self.next_node(target);
+                        true
+                    }
+                    Answer::Timeout(message) => {
+                        maybe_applied |= is_write;
+                        last_error = format!("{addr}: timeout: {message}");
+                        true
+                    }
+                    Answer::Other(message) => {
+                        maybe_applied |= is_write;
+                        last_error = format!("{addr}: {message}");
+                        self.leader = None;
+                        target = self.next_node(target);
+                        true
+                    }
+                },
+                Err(CallError::NotSent(e)) => {
+                    last_error = format!("{addr}: {e}");
+                    self.leader = None;
+                    target = self.next_node(target);
+                    false
+                }
+                Err(CallError::Lost(e)) => {
+                    maybe_applied |= is_write;
+                    last_error = format!("{addr}: {e}");
+                    self.leader = None;
+                    target = self.next_node(target);
+                    true
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            quick_failures = if wait { 0 } else { quick_failures + 1 };
+            if wait || quick_failures >= self.nodes.len() {
+                quick_failures = 0;
+                std::thread::sleep(backoff.next_wait().min(deadline - now));
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        let reason = format!(
+            "gave up after {} attempts in {}; last error: {last_error}",
+            self.last_attempts,
+            fmt_duration(start.elapsed())
+        );
+        Err(if maybe_applied {
+            ClientError::Unknown { reason }
+        } else {
+            ClientError::NotApplied { reason }
+        })
+    }
+
+    /// One exchange with one node, (re)connecting if needed. Any failure closes the
+    /// connection.
+    fn attempt(
+        &mut self,
+        index: usize,
+        request: &Value,
+        deadline: Instant,
+    ) -> Result<(Value, String), CallError> {
+        let options = &self.options;
+        let node = &mut self.nodes[index];
+        if node.conn.as_ref().is_some_and(|c| !c.is_reusable()) {
+            node.conn = None;
+        }
+        let conn = match &mut node.conn {
+            Some(conn) => conn,
+            None => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                node.conn.insert(Conn::connect(
+                    &node.addr,
+                    options.connect_timeout.min(remaining),
+                )?)
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = conn.call(
+            request,
+            options.request_timeout.min(remaining),
+            options.max_line_bytes,
+        );
+        if result.is_err() {
+            node.conn = None;
+        }
+        result
+    }
+}
