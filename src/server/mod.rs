@@ -1,31 +1,258 @@
-//! The threaded runtime of one node.
+//! The threaded runtime of one node: sockets, channels, the clock and signals around
+//! the pure [`Replica`](crate::replica::Replica).
 //!
-//! PLACEHOLDER in the `client` branch: only the interface the CLI calls. The real
-//! server replaces this file at merge.
+//! ```text
+//!                  +--------------------------- one node ----------------------------+
+//!  peers --TCP-->  | raft listener --> peer reader per connection --------+          |
+//!  clients -TCP->  | client listener --> client reader per connection ---+          |
+//!                  |                      |  one slot per request, in order|          |
+//!                  |                      v                               |          |
+//!  clients <-TCP-  |   client writer <-- ordered response queue           |          |
+//!                  |                      ^ reply (one-shot, per request) |          |
+//!                  | timer thread (Tick every tick_ms) -------------------+          |
+//!                  | Ctrl-C / SIGTERM handler (Shutdown) -----------------+          |
+//!                  |                                                      v          |
+//!                  |                         crossbeam inbox --> STATE THREAD        |
+//!                  |                                             Replica (Raft + KV) |
+//!                  |                                             behind a Mutex,     |
+//!                  |                                             Storage (WAL)       |
+//!                  |  replicator per peer <-- bounded channel per peer --+           |
+//!  peers <--TCP--  |  (owns the outgoing connection, reconnects)                     |
+//!                  +-----------------------------------------------------------------+
+//! ```
+//!
+//! **One writer.** Only the state thread changes the replica, and it alone touches
+//! storage. Raft's rules are about the order in which state changes, becomes durable
+//! and becomes visible; with one writer that order is simply program order, and there
+//! are no lock-ordering puzzles. Other threads (`status`) lock the mutex only for a
+//! read-only look, and the state thread holds it only while feeding inputs in and
+//! taking outputs out, never across I/O or an fsync, so a look is never slow.
+//!
+//! **Group commit.** The state thread blocks for one input, then takes everything
+//! already queued as one batch. All the entries and the hard state the batch produced
+//! are written and fsynced once, and only then do the batch's messages and client
+//! replies leave (the durability rule of DESIGN.md: nothing that depends on state
+//! leaves before that state is durable). Under load, batches grow by themselves, so
+//! one fsync serves thousands of requests: throughput rises with concurrency instead
+//! of being capped at one fsync per write. The one exception is allowed by Raft: a
+//! leader's AppendEntries go out before its own fsync, so the followers' fsyncs
+//! overlap the leader's; the leader counts itself toward commit only once durable.
+//!
+//! **Bounded channels, never blocking the state thread.** Each peer has a bounded
+//! queue; the state thread `try_send`s and drops a message when the queue is full. A
+//! slow, stopped or dead peer therefore costs the cluster nothing: Raft already
+//! tolerates lost messages and retransmits (heartbeats, probes). The inbox is bounded
+//! too, so a flood of client or peer input slows the readers (TCP backpressure)
+//! instead of growing memory; the timer queues at most one tick. Each request has its
+//! own one-shot reply channel, so delivering a reply never blocks either, and the
+//! answer for a client that disconnected is simply discarded.
+//!
+//! **Order per connection.** A client connection's reader appends one slot per request
+//! to the connection's response queue in arrival order; the request's reply channel
+//! fills exactly that slot, and the writer sends filled slots from the front only. So
+//! pipelined responses come back in request order even though the state thread
+//! answers (say) a stale read before an earlier write commits. (Writes from one
+//! connection are also *applied* in the order sent: one reader, one FIFO inbox, one
+//! state thread. A linearizable read pipelined behind a write may be served before
+//! that write commits, which linearizability allows since the two overlap.)
+//!
+//! **No spinning.** Crossbeam's blocking receive spins and yields before it parks. That
+//! is right for the state thread's inbox (one thread, usually busy) but wrong for
+//! thousands of connection threads that each wait once per request: the writers park
+//! on a condition variable of their response queue instead (see `conn`).
+//!
+//! **Failure.** A storage error ends the process at once with a clear log line: after
+//! a failed write or fsync nothing on disk can be trusted, and acknowledging anything
+//! more could lose it. Bad input from peers or clients only ever closes that one
+//! connection. Ctrl-C / SIGTERM queue `Shutdown`: the state thread refuses new
+//! requests, fails pending ones, syncs, and [`run`] returns once the replies are out.
 
-use std::path::PathBuf;
+mod client;
+mod conn;
+pub(crate) mod log;
+mod peer;
+mod replicator;
+mod shared;
+mod startup;
+mod state;
+mod timer;
 
-use crate::error::{Error, Result};
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
-/// Everything `raftkv node` passes to [`run`].
+use crossbeam_channel::bounded;
+use parking_lot::Mutex;
+
+use crate::{
+    error::{Error, Result},
+    protocol::DEFAULT_MAX_CLIENT_LINE,
+};
+use log::{info, warning, Level};
+use shared::{Input, Shared};
+use state::{shutting_down_outcome, StateLoop};
+
+/// Capacity of the state thread's inbox. Beyond it, readers wait (TCP backpressure).
+const INBOX: usize = 16 * 1024;
+/// How long a shutting-down node waits for replies to reach their clients.
+const DRAIN_REPLIES: Duration = Duration::from_secs(2);
+
+/// How to run one node (`raftkv node ...`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeOptions {
-    /// This node's id in the cluster file.
+    /// This node's id; must be a member of the cluster.
     pub id: u64,
-    /// The cluster file (PROTOCOL.md §2).
+    /// The cluster file (PROTOCOL.md §2); used only when the data directory is new.
     pub cluster: PathBuf,
-    /// Where this node keeps its log, hard state and snapshots.
+    /// Where the log, term/vote and membership live; locked while the node runs.
     pub data_dir: PathBuf,
-    /// The lowest level of log line written to stderr: error, warn, info, debug or trace.
+    /// `error`, `warn`, `info` or `debug` (debug traces every Raft message).
     pub log_level: String,
-    /// Milliseconds per Raft tick.
+    /// Length of one Raft tick in milliseconds. Elections time out after 30–60 ticks,
+    /// leaders heartbeat every 5; 10 ms gives 300–600 ms and 50 ms.
     pub tick_ms: u64,
-    /// Longest request line accepted from a client, in bytes.
+    /// Longest client request line accepted, in bytes; longer ones get `bad_request`
+    /// and the connection is closed.
     pub max_line_bytes: usize,
 }
 
-/// Runs one node in the foreground until SIGINT/SIGTERM.
+impl Default for NodeOptions {
+    /// Node 1, `cluster.json`, `data/`, `info`, 10 ms ticks, the default line limit.
+    fn default() -> NodeOptions {
+        NodeOptions {
+            id: 1,
+            cluster: PathBuf::from("cluster.json"),
+            data_dir: PathBuf::from("data"),
+            log_level: "info".into(),
+            tick_ms: 10,
+            max_line_bytes: DEFAULT_MAX_CLIENT_LINE,
+        }
+    }
+}
+
+/// Runs one node until Ctrl-C or SIGTERM, then shuts down cleanly and returns `Ok`.
+///
+/// Errors come from start-up only: a bad option or cluster file, a data directory in
+/// use by another process or holding damaged data, an address that cannot be bound.
+/// A storage failure while running ends the process with a non-zero status instead
+/// (see the module documentation).
 pub fn run(options: NodeOptions) -> Result<()> {
-    let _ = options;
-    Err(Error::Config("server not built in this branch".into()))
+    log::init(options.id, Level::parse(&options.log_level)?);
+    if options.tick_ms == 0 {
+        return Err(Error::Config("--tick-ms must be at least 1".into()));
+    }
+    if options.max_line_bytes == 0 {
+        return Err(Error::Config(
+            "the maximum line length must be positive".into(),
+        ));
+    }
+    let boot = startup::boot(&options)?;
+    let raft_listener = bind(&boot.me.raft, "peers")?;
+    let client_listener = bind(&boot.me.client, "clients")?;
+
+    let (inbox_tx, inbox_rx) = bounded(INBOX);
+    let shared = Arc::new(Shared {
+        id: options.id,
+        replica: Mutex::new(boot.replica),
+        client_addrs: boot
+            .membership
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.client.clone()))
+            .collect(),
+        inbox: inbox_tx,
+        shutting_down: AtomicBool::new(false),
+        tick_pending: AtomicBool::new(false),
+        unwritten: Arc::new(AtomicUsize::new(0)),
+        client_conns: AtomicUsize::new(0),
+        max_line_bytes: options.max_line_bytes,
+    });
+
+    let mut peers = BTreeMap::new();
+    for node in boot.membership.nodes.iter().filter(|n| n.id != options.id) {
+        let (tx, rx) = bounded(replicator::QUEUE);
+        let (id, addr) = (node.id, node.raft.clone());
+        spawn(&format!("replicator-n{id}"), replicator::STACK, move || {
+            replicator::run(id, addr, rx)
+        })?;
+        peers.insert(node.id, tx);
+    }
+    let s = Arc::clone(&shared);
+    spawn("raft-listener", 256 << 10, move || {
+        peer::listen(raft_listener, s)
+    })?;
+    let s = Arc::clone(&shared);
+    spawn("client-listener", 256 << 10, move || {
+        client::listen(client_listener, s)
+    })?;
+    let s = Arc::clone(&shared);
+    let tick = Duration::from_millis(options.tick_ms);
+    spawn("timer", 256 << 10, move || timer::run(s, tick))?;
+    install_signal_handler(&shared)?;
+
+    info!(
+        "ready: raft on {}, clients on {}, tick {} ms",
+        boot.me.raft, boot.me.client, options.tick_ms
+    );
+    let state = StateLoop::new(Arc::clone(&shared), boot.storage, inbox_rx, peers);
+    let inbox = thread::Builder::new()
+        .name("state".into())
+        .spawn(move || state.run())
+        .map_err(|e| Error::io("cannot start the state thread", e))?
+        .join()
+        .map_err(|_| Error::Config("the state thread panicked".into()))?;
+
+    // Refuse whatever reached the inbox after the shutdown, then stop taking input.
+    while let Ok(input) = inbox.try_recv() {
+        if let Input::Request(_, reply) = input {
+            reply.send(shutting_down_outcome());
+        }
+    }
+    drop(inbox);
+    let deadline = Instant::now() + DRAIN_REPLIES;
+    while shared.unwritten.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn bind(addr: &str, whom: &str) -> Result<TcpListener> {
+    let resolved = peer::resolve(addr)
+        .map_err(|e| Error::io(format!("cannot resolve address {addr} for {whom}"), e))?;
+    TcpListener::bind(resolved)
+        .map_err(|e| Error::io(format!("cannot listen for {whom} on {addr}"), e))
+}
+
+fn spawn(name: &str, stack: usize, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    thread::Builder::new()
+        .name(name.into())
+        .stack_size(stack)
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| Error::io(format!("cannot start thread {name}"), e))
+}
+
+/// SIGINT / SIGTERM / SIGHUP queue one `Shutdown`; a second signal while shutting
+/// down ends the process at once (everything acknowledged is durable anyway).
+fn install_signal_handler(shared: &Arc<Shared>) -> Result<()> {
+    let shared = Arc::clone(shared);
+    let requested = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if requested.swap(true, Ordering::AcqRel) {
+            warning!("second signal during shutdown: exiting now");
+            std::process::exit(130);
+        }
+        info!("signal received: shutting down");
+        let _ = shared.inbox.send(Input::Shutdown);
+    })
+    .map_err(|e| Error::Config(format!("cannot install the Ctrl-C/SIGTERM handler: {e}")))
 }

@@ -1,0 +1,70 @@
+//! What the threads of one node share: the inbox's message type and the [`Shared`]
+//! context (the replica behind its mutex, the address book, a few flags and counters).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use super::conn::ReplyTo;
+use crate::{
+    raft::{Message, NodeId},
+    replica::{ClientOp, Replica},
+};
+
+/// How a request's answer finds its way back: its own one-shot reply channel into the
+/// connection's ordered response queue (see `conn`). Sending never blocks, and an
+/// answer for a client that has left is simply discarded.
+pub(crate) type Token = ReplyTo;
+
+/// One input for the state thread.
+pub(crate) enum Input {
+    /// Advance the Raft clock by one tick.
+    Tick,
+    /// A message from a peer, already checked to be addressed to this node.
+    Peer(Message),
+    /// A client request and where to send its answer.
+    Request(ClientOp, Token),
+    /// Ctrl-C / SIGTERM: fail what is pending, sync, stop.
+    Shutdown,
+}
+
+/// State shared by all threads of a node. Only the state thread mutates the replica;
+/// others lock it briefly for a read-only look (`status`).
+pub(crate) struct Shared {
+    pub id: NodeId,
+    pub replica: Mutex<Replica<Token>>,
+    /// Client address of every member, for `leader_addr`.
+    pub client_addrs: BTreeMap<NodeId, String>,
+    /// The state thread's input queue.
+    pub inbox: Sender<Input>,
+    /// Set when shutdown begins: readers stop forwarding new requests.
+    pub shutting_down: AtomicBool,
+    /// A `Tick` is queued and not yet handled: the timer does not queue another, so a
+    /// busy state thread never finds a pile of ticks (time just runs slower for it).
+    pub tick_pending: AtomicBool,
+    /// Answers queued on client connections and not yet handed to their sockets.
+    pub unwritten: Arc<AtomicUsize>,
+    /// Open client connections.
+    pub client_conns: AtomicUsize,
+    /// Longest client request line accepted.
+    pub max_line_bytes: usize,
+}
+
+impl Shared {
+    /// The client address of node `id`, if it is a member.
+    pub fn client_addr(&self, id: Option<NodeId>) -> Option<&str> {
+        id.and_then(|id| self.client_addrs.get(&id))
+            .map(String::as_str)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
