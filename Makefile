@@ -51,21 +51,18 @@ $(CLUSTER):
 	@printf '  ]\n}\n' >> $@
 	@echo "wrote $@"
 
-# Starts node $(1) in the background unless its pid file names a live process.
-define start_node
-	@mkdir -p $(DATA)
-	@if [ -f $(DATA)/n$(1).pid ] && kill -0 $$(cat $(DATA)/n$(1).pid) 2>/dev/null; then \
-	  echo "n$(1) already running (pid $$(cat $(DATA)/n$(1).pid))"; \
+# Shell snippet: starts node $$i in the background unless its pid file names a live process.
+START_NODE = mkdir -p $(DATA); \
+	if [ -f $(DATA)/n$$i.pid ] && kill -0 $$(cat $(DATA)/n$$i.pid) 2>/dev/null; then \
+	  echo "n$$i already running (pid $$(cat $(DATA)/n$$i.pid))"; \
 	else \
-	  nohup $(BIN) node --id $(1) --cluster $(CLUSTER) --data-dir $(DATA)/n$(1) \
-	    >>$(DATA)/n$(1).log 2>&1 < /dev/null & echo $$! > $(DATA)/n$(1).pid; \
-	  echo "started n$(1) (pid $$(cat $(DATA)/n$(1).pid)), log $(DATA)/n$(1).log"; \
+	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
+	    >>$(DATA)/n$$i.log 2>&1 < /dev/null & echo $$! > $(DATA)/n$$i.pid; \
+	  echo "started n$$i (pid $$(cat $(DATA)/n$$i.pid)), log $(DATA)/n$$i.log"; \
 	fi
-endef
 
 cluster: build $(CLUSTER)
-	$(foreach i,$(NODES),$(call start_node,$(i))
-	)
+	@for i in $(NODES); do $(START_NODE); done
 	@echo "waiting for a leader..."
 	@for t in $$(seq 1 100); do \
 	  if $(BIN) status --cluster $(CLUSTER) --json 2>/dev/null | grep -q '"role":"leader"'; then \
@@ -112,7 +109,7 @@ restart: build $(CLUSTER)
 	@case "$(N)" in 1|2|3) ;; *) echo "usage: make restart N   (N = 1, 2 or 3)"; exit 2;; esac
 	@f=$(DATA)/n$(N).pid; if [ -f $$f ] && kill -0 $$(cat $$f) 2>/dev/null; then \
 	  kill -TERM $$(cat $$f); while kill -0 $$(cat $$f) 2>/dev/null; do sleep 0.1; done; rm -f $$f; fi
-	$(call start_node,$(N))
+	@i=$(N); $(START_NODE)
 
 # Lets `make restart 2` treat "2" as an argument rather than a target.
 ifneq ($(filter restart,$(MAKECMDGOALS)),)
