@@ -56,6 +56,7 @@ START_NODE = mkdir -p $(DATA); \
 	if [ -f $(DATA)/n$$i.pid ] && kill -0 $$(cat $(DATA)/n$$i.pid) 2>/dev/null; then \
 	  echo "n$$i already running (pid $$(cat $(DATA)/n$$i.pid))"; \
 	else \
+	  ulimit -n $$(ulimit -Hn) 2>/dev/null; \
 	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
 	    >>$(DATA)/n$$i.log 2>&1 < /dev/null & echo $$! > $(DATA)/n$$i.pid; \
 	  echo "started n$$i (pid $$(cat $(DATA)/n$$i.pid)), log $(DATA)/n$$i.log"; \
