@@ -535,3 +535,53 @@ fn a_leader_cut_off_from_the_majority_stops_serving_reads() {
     );
     assert_eq!(stale, Outcome::Value(Some("v1".into())));
 }
+
+/// Runs clients on `cfg` for `ticks`, settles, and checks the history.
+fn run_with_clients(cfg: SimConfig, ticks: u64) {
+    let mut sim = Sim::new(cfg);
+    run(&mut sim, ticks, "violation");
+    sim.settle(4000)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sim.trace().join("\n")));
+    let ok = sim
+        .history()
+        .iter()
+        .filter(|h| h.status == raftkv::sim::HistoryStatus::Ok)
+        .count();
+    assert!(
+        ok > 100,
+        "seed {}: only {ok} operations completed",
+        sim.seed()
+    );
+    if let Err(v) = raftkv::check::check(&sim.checker_history()) {
+        panic!("seed {}: not linearizable: {v}", sim.seed());
+    }
+}
+
+#[test]
+fn agreement_is_reached_on_an_unreliable_network() {
+    // Loss, duplication, reordering and long delays; no crashes.
+    for seed in 0..10 {
+        let mut cfg = SimConfig::new(300 + seed, 5);
+        cfg.network = NetworkConfig::unreliable();
+        cfg.clients = 5;
+        cfg.trace = 40;
+        run_with_clients(cfg, 1500);
+    }
+}
+
+#[test]
+fn crash_restart_churn_on_an_unreliable_network_stays_correct() {
+    for seed in 0..10 {
+        let mut cfg = SimConfig::new(400 + seed, 5);
+        cfg.network = NetworkConfig::unreliable();
+        cfg.faults = raftkv::sim::FaultConfig {
+            crash: 0.02,
+            restart: 0.05,
+            partition: 0.02,
+            heal: 0.03,
+        };
+        cfg.clients = 5;
+        cfg.trace = 40;
+        run_with_clients(cfg, 1500);
+    }
+}
