@@ -118,13 +118,15 @@ $(N):
 	@:
 endif
 
+# Ctrl-C reaches every process of the terminal's group: the nodes shut down cleanly, while
+# the shell and the prefixing seds ignore it and finish once the nodes' output ends.
 run: build $(CLUSTER)
 	@mkdir -p $(DATA)
-	@trap 'kill 0' INT TERM; \
+	@trap '' INT TERM; \
 	for i in $(NODES); do \
 	  color=$$((30 + $$i)); \
-	  ( $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i 2>&1 \
-	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" ) & \
+	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i ) 2>&1 \
+	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" & \
 	done; \
 	wait
 
