@@ -146,7 +146,7 @@ impl<T> Replica<T> {
     }
 
     pub fn tick(&mut self) {
-        self.now += 1;
+        self.now = self.now.saturating_add(1);
         self.node.tick();
         self.expire_requests();
     }
@@ -173,7 +173,7 @@ impl<T> Replica<T> {
                 }
                 let id = self.next_read_id;
                 self.next_read_id += 1;
-                let deadline = self.now + self.request_timeout;
+                let deadline = self.now.saturating_add(self.request_timeout);
                 self.pending_reads.insert(
                     id,
                     PendingRead {
@@ -189,7 +189,7 @@ impl<T> Replica<T> {
                     let write = PendingWrite {
                         term: self.node.term(),
                         token,
-                        deadline: self.now + self.request_timeout,
+                        deadline: self.now.saturating_add(self.request_timeout),
                     };
                     self.pending_writes.insert(index, write);
                 }
@@ -277,12 +277,6 @@ impl<T> Replica<T> {
     /// (they may still commit on the other nodes), reads get `unavailable`.
     pub fn shutdown(&mut self) {
         self.now = u64::MAX;
-        for w in self.pending_writes.values_mut() {
-            w.deadline = 0;
-        }
-        for r in self.pending_reads.values_mut() {
-            r.deadline = 0;
-        }
         self.expire_requests();
     }
 
@@ -290,34 +284,21 @@ impl<T> Replica<T> {
     /// simply was not served.
     fn expire_requests(&mut self) {
         let now = self.now;
-        let expired: Vec<Index> = self
-            .pending_writes
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(&i, _)| i)
-            .collect();
-        for index in expired {
-            let write = self.pending_writes.remove(&index).expect("listed above");
+        let leader = self.node.leader();
+        for (_, write) in self.pending_writes.extract_if(.., |_, w| w.deadline <= now) {
             let outcome = Outcome::Failed {
                 code: ErrorCode::Timeout,
                 message: "the write was not committed in time; it may or may not take effect"
                     .into(),
-                leader: self.node.leader(),
+                leader,
             };
             self.replies.push((write.token, outcome));
         }
-        let expired: Vec<u64> = self
-            .pending_reads
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            let read = self.pending_reads.remove(&id).expect("listed above");
+        for (_, read) in self.pending_reads.extract_if(|_, r| r.deadline <= now) {
             let outcome = Outcome::Failed {
                 code: ErrorCode::Unavailable,
                 message: "the leader could not confirm a quorum in time".into(),
-                leader: self.node.leader(),
+                leader,
             };
             self.replies.push((read.token, outcome));
         }

@@ -41,6 +41,19 @@ fn elect(sim: &mut Sim) -> NodeId {
     sim.leader().unwrap()
 }
 
+/// Runs until a leader other than `old` exists and returns it.
+fn elect_other_than(sim: &mut Sim, old: NodeId) -> NodeId {
+    let other = |s: &Sim| {
+        s.leaders()
+            .into_iter()
+            .find(|&(id, _)| id != old)
+            .map(|(id, _)| id)
+    };
+    let ok = sim.run_until(10 * ELECTION, |s| other(s).is_some());
+    ensure(sim, ok, "no new leader");
+    other(sim).unwrap()
+}
+
 fn put(key: &str, value: &str) -> ClientOp {
     ClientOp::Write(Command {
         key: key.into(),
@@ -117,10 +130,7 @@ fn a_new_leader_is_elected_when_the_leader_is_cut_off_and_the_old_one_rejoins_as
     let old = elect(&mut sim);
     let ids = sim.ids().to_vec();
     sim.links().isolate(old, &ids);
-    let ok = sim.run_until(10 * ELECTION, |s| {
-        s.leaders().iter().any(|&(id, _)| id != old)
-    });
-    ensure(&sim, ok, "the majority did not elect a new leader");
+    elect_other_than(&mut sim, old);
     sim.links().heal();
     let ok = sim.run_until(10 * ELECTION, |s| {
         s.leaders().len() == 1 && s.replica(old).unwrap().role() == Role::Follower
@@ -312,17 +322,7 @@ fn a_partitioned_old_leader_loses_its_uncommitted_entries_and_keeps_committed_on
         sim.request(old, put("b", &format!("lost{i}")));
     }
     run(&mut sim, 2, "violation");
-    let new = {
-        let ok = sim.run_until(10 * ELECTION, |s| {
-            s.leaders().iter().any(|&(id, _)| id != old)
-        });
-        ensure(&sim, ok, "no new leader");
-        sim.leaders()
-            .into_iter()
-            .find(|&(id, _)| id != old)
-            .unwrap()
-            .0
-    };
+    let new = elect_other_than(&mut sim, old);
     assert_eq!(call(&mut sim, new, put("b", "kept")), Outcome::Written);
     sim.links().heal();
     let last = sim.replica(new).unwrap().node().last_index();
@@ -347,16 +347,7 @@ fn a_follower_with_hundreds_of_divergent_entries_catches_up_in_few_round_trips()
     for i in 0..300 {
         sim.request(old, put("x", &i.to_string()));
     }
-    let ok = sim.run_until(10 * ELECTION, |s| {
-        s.leaders().iter().any(|&(id, _)| id != old)
-    });
-    ensure(&sim, ok, "no new leader");
-    let new = sim
-        .leaders()
-        .into_iter()
-        .find(|&(id, _)| id != old)
-        .unwrap()
-        .0;
+    let new = elect_other_than(&mut sim, old);
     for i in 0..300 {
         sim.request(new, put("y", &i.to_string()));
     }
@@ -503,16 +494,7 @@ fn a_leader_cut_off_from_the_majority_stops_serving_reads() {
     assert_eq!(call(&mut sim, old, put("k", "v1")), Outcome::Written);
     let ids = sim.ids().to_vec();
     sim.links().isolate(old, &ids);
-    let ok = sim.run_until(10 * ELECTION, |s| {
-        s.leaders().iter().any(|&(id, _)| id != old)
-    });
-    ensure(&sim, ok, "no new leader");
-    let new = sim
-        .leaders()
-        .into_iter()
-        .find(|&(id, _)| id != old)
-        .unwrap()
-        .0;
+    let new = elect_other_than(&mut sim, old);
     assert_eq!(call(&mut sim, new, put("k", "v2")), Outcome::Written);
     match call(&mut sim, old, get("k")) {
         Outcome::Value(v) => panic!("the cut-off leader served a read: {v:?}"),
