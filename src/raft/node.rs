@@ -667,16 +667,22 @@ impl RaftNode {
                 conflict_term,
                 conflict_index,
             } => {
-                // Ignore rejections we already know better than (stale or duplicated)
-                // and those of an older term's append (`conflict_index` 0: the
-                // follower refused its term, which says nothing about its log).
-                let stale = prev_index <= pr.matched || prev_index >= pr.next;
-                if !stale && conflict_index > 0 {
+                // A rejection is current if it answers the latest append sent
+                // (`next - 1`) or one still in the in-flight window; older ones are
+                // stale or duplicated. `conflict_index` 0 answers an older term's
+                // append: the follower refused its term, which says nothing of its log.
+                let latest = prev_index + 1 == pr.next;
+                let in_window = pr.matched < prev_index && prev_index < pr.next;
+                if (latest || in_window) && conflict_index > 0 {
                     let hint = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
                         Some(last_of_term) => last_of_term + 1,
                         None => conflict_index,
                     };
-                    pr.on_reject(hint.min(prev_index));
+                    // A hint at or below `matched` means the follower's log is shorter
+                    // than it once acknowledged (it lost its disk's tail): believe it,
+                    // or it is never caught up. Commit never moves back, so this only
+                    // delays future commits.
+                    pr.on_reject(hint.min(prev_index).max(1));
                     self.send_probe(from);
                 }
             }

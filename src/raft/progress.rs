@@ -57,9 +57,11 @@ impl Progress {
         }
     }
 
-    /// The follower rejected an append at `prev_index`; restart from `next` in probe mode.
+    /// The follower rejected an append; restart from `next` in probe mode. A `next` at
+    /// or below `matched` means the follower lost entries it had acknowledged.
     pub fn on_reject(&mut self, next: Index) {
-        self.next = next.max(self.matched + 1);
+        self.matched = self.matched.min(next - 1);
+        self.next = next;
         self.probing = true;
         self.probe_sent = false;
         self.inflight.clear();

@@ -814,3 +814,47 @@ fn a_refusal_of_an_older_terms_append_does_not_rewind_replication() {
         "no probe from index 1 again"
     );
 }
+
+#[test]
+fn a_follower_that_lost_acknowledged_entries_is_caught_up_again() {
+    // Outside Raft's fault model (its disk lost a synced tail), but the leader must not
+    // ignore it forever: it believes the shorter log and probes from its end.
+    let mut l = leader(3);
+    let term = l.term();
+    for v in ["a", "b", "c", "d"] {
+        l.propose(put(v)).unwrap();
+    }
+    let r = l.ready();
+    persist(&mut l, &r);
+    l.step(msg(
+        2,
+        1,
+        term,
+        Body::AppendResponse {
+            result: AppendResult::Match(5),
+            read_round: 0,
+        },
+    ));
+    l.ready();
+    let lost = AppendResult::Conflict {
+        prev_index: 5,
+        conflict_term: None,
+        conflict_index: 3,
+    };
+    l.step(msg(
+        2,
+        1,
+        term,
+        Body::AppendResponse {
+            result: lost,
+            read_round: 0,
+        },
+    ));
+    let sent = appends(&l.ready());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].1, 2,
+        "the probe starts after the follower's last entry"
+    );
+    assert_eq!(sent[0].2.len(), 3, "and resends entries 3 to 5");
+}
