@@ -96,7 +96,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "LEVEL", default_value = "info",
           value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
-    /// Length of one Raft tick in milliseconds (election timeouts and heartbeats are counted in ticks)
+    /// Length of one Raft tick in milliseconds: heartbeats go out every 5 ticks and elections time out after 30 to 60
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub tick_ms: u64,
     /// Longest request line accepted from a client, in bytes

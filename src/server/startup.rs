@@ -21,8 +21,9 @@ pub(crate) const ELECTION_TICKS: u32 = 30;
 /// Heartbeat interval in ticks (50 ms at the default tick).
 pub(crate) const HEARTBEAT_TICKS: u32 = 5;
 /// How long a request may wait for commit or read confirmation before it is answered
-/// `timeout` / `unavailable`.
-pub(crate) const REQUEST_TIMEOUT_MS: u64 = 3000;
+/// `timeout` / `unavailable`; shorter than the client's 3 s per-request wait, so the
+/// client hears the answer instead of giving up on the connection.
+pub(crate) const REQUEST_TIMEOUT_MS: u64 = 2000;
 
 /// Everything recovered and decided before any thread starts.
 pub(crate) struct Boot {
