@@ -10,9 +10,10 @@ use serde_json::{Map, Value};
 
 use crate::kv::{Session, WriteOp, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
-/// Default longest request line a node accepts from a client, in bytes. Big enough for
-/// a maximal value with JSON escaping of typical text.
-pub const DEFAULT_MAX_CLIENT_LINE: usize = 4 * 1024 * 1024;
+/// Default longest request line a node accepts from a client, in bytes: room for a
+/// maximal value even when every byte is a control character escaped as `\u00XX`
+/// (6 bytes each), plus the key and the other fields.
+pub const DEFAULT_MAX_CLIENT_LINE: usize = 8 * 1024 * 1024;
 
 /// One parsed client request.
 #[derive(Clone, Debug, PartialEq, Eq)]

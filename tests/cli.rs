@@ -72,6 +72,11 @@ fn one_shot_commands_print_results_and_use_documented_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
+    // Keys and values may start with a dash.
+    let out = raftkv(f, &["put", "-dash", "-5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&raftkv(f, &["get", "-dash"]).stdout), "-5\n");
+
     // status: a table with a row per node, one leader.
     let out = raftkv(f, &["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

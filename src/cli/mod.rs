@@ -137,6 +137,7 @@ pub struct ReplArgs {
 #[derive(Args, Debug)]
 pub struct GetArgs {
     /// The key to read
+    #[arg(allow_hyphen_values = true)]
     pub key: String,
     /// Read one node's local state without contacting a quorum (fast, possibly stale)
     #[arg(long)]
@@ -152,8 +153,10 @@ pub struct GetArgs {
 #[derive(Args, Debug)]
 pub struct WriteArgs {
     /// The key to write
+    #[arg(allow_hyphen_values = true)]
     pub key: String,
     /// The value to write (or to append)
+    #[arg(allow_hyphen_values = true)]
     pub value: String,
     /// Print the server's raw JSON response line instead of "OK"
     #[arg(long)]
@@ -166,6 +169,7 @@ pub struct WriteArgs {
 #[derive(Args, Debug)]
 pub struct KeyArgs {
     /// The key to remove
+    #[arg(allow_hyphen_values = true)]
     pub key: String,
     /// Print the server's raw JSON response line instead of "OK"
     #[arg(long)]

@@ -32,7 +32,27 @@ use crate::{
 };
 
 /// Most client connections served at once; more are closed at once with a log line.
+/// Lowered at start-up to fit the process's open-file limit (see [`connection_cap`]).
 pub(crate) const MAX_CONNECTIONS: usize = 4096;
+/// File descriptors kept for everything but client connections: WAL segments, the
+/// hard-state file and its directory, peer connections.
+const RESERVED_FDS: usize = 256;
+
+/// The connection cap for this process: [`MAX_CONNECTIONS`], or less if the soft limit
+/// on open files (read from /proc, as std has no getrlimit) would not leave room for the
+/// node's own files: running out of descriptors there would stop the node.
+pub(crate) fn connection_cap() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        });
+    match soft {
+        Some(limit) => MAX_CONNECTIONS.min(limit.saturating_sub(RESERVED_FDS).max(16)),
+        None => MAX_CONNECTIONS,
+    }
+}
 /// Answers outstanding on one connection; a client that pipelines more than this
 /// without reading is slowed down by TCP backpressure.
 const PIPELINE: usize = 1024;
@@ -51,6 +71,13 @@ const BUFFER: usize = 16 << 10;
 pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
     let mut throttle = Throttle::new(Duration::from_secs(1));
     let mut refusals = Throttle::new(Duration::from_secs(1));
+    let cap = connection_cap();
+    if cap < MAX_CONNECTIONS {
+        warning!(
+            "serving at most {cap} client connections: the open-file limit is low \
+             (raise it with `ulimit -n` for more)"
+        );
+    }
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -64,10 +91,10 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
         };
         let open = shared.client_conns.fetch_add(1, Ordering::AcqRel) + 1;
         let slot = ConnSlot(Arc::clone(&shared));
-        if open > MAX_CONNECTIONS {
+        if open > cap {
             if let Some(more) = refusals.allow() {
                 warning!(
-                    "refusing a client connection from {}: {MAX_CONNECTIONS} are open already \
+                    "refusing a client connection from {}: {cap} are open already \
                      ({more} more refusals not shown)",
                     stream
                         .peer_addr()

@@ -46,8 +46,10 @@ pub(crate) struct Shared {
     pub inbox: Sender<Input>,
     /// Set when shutdown begins: readers stop forwarding new requests.
     pub shutting_down: AtomicBool,
-    /// A `Tick` is queued and not yet handled: the timer does not queue another, so a
-    /// busy state thread never finds a pile of ticks (time just runs slower for it).
+    /// A tick is due and not yet handled. The state thread takes it at its next turn;
+    /// the timer queues an `Input::Tick` only to wake it, and never more than one, so a
+    /// busy state thread never finds a pile of ticks (time just runs slower for it), and
+    /// a full inbox delays no tick beyond the current turn.
     pub tick_pending: AtomicBool,
     /// Answers queued on client connections and not yet handed to their sockets.
     pub unwritten: Arc<AtomicUsize>,

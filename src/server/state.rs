@@ -119,12 +119,14 @@ impl StateLoop {
         let mut refused = Vec::new();
         let (mut ready, mut seen) = {
             let mut r = self.shared.replica.lock();
+            // Time is read from the flag, not from the queued `Tick` (which only wakes
+            // this thread): a tick still counts when a flood filled the inbox.
+            if self.shared.tick_pending.swap(false, Ordering::AcqRel) {
+                r.tick();
+            }
             for input in self.batch.drain(..) {
                 match input {
-                    Input::Tick => {
-                        self.shared.tick_pending.store(false, Ordering::Release);
-                        r.tick();
-                    }
+                    Input::Tick => {}
                     Input::Peer(m) => r.step(m),
                     Input::Request(_, token) if self.shutting_down => refused.push(token),
                     Input::Request(op, token) => r.request(token, op),

@@ -30,9 +30,10 @@ pub(crate) fn run(shared: Arc<Shared>, tick: Duration) {
         if shared.tick_pending.swap(true, Ordering::AcqRel) {
             continue;
         }
+        // The flag is the tick; this only wakes an idle state thread. When the inbox
+        // is full the state thread is busy and will see the flag on its next turn.
         match shared.inbox.try_send(Input::Tick) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => shared.tick_pending.store(false, Ordering::Release),
+            Ok(()) | Err(TrySendError::Full(_)) => {}
             Err(TrySendError::Disconnected(_)) => return,
         }
     }
