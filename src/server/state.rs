@@ -62,16 +62,7 @@ impl StateLoop {
         inbox: Receiver<Input>,
         peers: BTreeMap<NodeId, Sender<Message>>,
     ) -> StateLoop {
-        let seen = {
-            let r = shared.replica.lock();
-            let n = r.node();
-            Seen {
-                role: n.role(),
-                term: n.term(),
-                leader: n.leader(),
-                last: (n.last_index(), n.log().last_term()),
-            }
-        };
+        let seen = observe(&shared.replica.lock());
         log::set_term(seen.term);
         StateLoop {
             shared,

@@ -330,15 +330,7 @@ impl Wal {
 
     /// Makes everything appended so far durable: one fdatasync in the common case.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        if self.unsynced {
-            self.file.sync_data().map_err(|e| {
-                Error::io(
-                    format!("cannot fdatasync {}", self.current_path().display()),
-                    e,
-                )
-            })?;
-            self.unsynced = false;
-        }
+        self.sync_segment()?;
         if self.dir_unsynced {
             sync_dir(&self.dir)?;
             self.dir_unsynced = false;
@@ -388,12 +380,8 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts a new segment for entries from `first_index` on.
-    ///
-    /// The full segment is fsynced first, so a segment file exists only if everything
-    /// before it is complete on disk. That is what lets recovery treat any damage
-    /// outside the last segment as real corruption instead of a torn write.
-    fn rotate(&mut self, first_index: Index) -> Result<()> {
+    /// fdatasyncs the current segment if anything was written since the last sync.
+    fn sync_segment(&mut self) -> Result<()> {
         if self.unsynced {
             self.file.sync_data().map_err(|e| {
                 Error::io(
@@ -403,6 +391,16 @@ impl Wal {
             })?;
             self.unsynced = false;
         }
+        Ok(())
+    }
+
+    /// Starts a new segment for entries from `first_index` on.
+    ///
+    /// The full segment is fsynced first, so a segment file exists only if everything
+    /// before it is complete on disk. That is what lets recovery treat any damage
+    /// outside the last segment as real corruption instead of a torn write.
+    fn rotate(&mut self, first_index: Index) -> Result<()> {
+        self.sync_segment()?;
         self.file = create_segment(&self.dir, first_index)?;
         self.segments.push(Segment {
             first_index,
