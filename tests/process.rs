@@ -275,6 +275,68 @@ fn leader_sigkill_under_load_loses_no_acknowledged_append() {
     );
 }
 
+// 3b ------------------------------------------------------------------------------------
+
+/// Network faults through in-test TCP proxies (TESTING.md §3): the leader is cut off
+/// both ways under load, the majority elects a new leader and keeps accepting writes,
+/// the old leader steps down; after healing it catches up, nothing acknowledged is lost
+/// and the history is linearizable. Then a one-way cut (followers → leader only).
+#[test]
+fn a_partitioned_leader_is_replaced_and_catches_up_when_the_network_heals() {
+    let c = Cluster::start_behind_proxies(3);
+    let (leader, term) = c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    let addrs = c.client_addrs();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients = spawn_appenders(3, &addrs, "log", &stop, &acked);
+    wait_acked(&c, &acked, 50, "before the partition");
+
+    c.isolate(leader);
+    let survivors = others(&c, &[leader]);
+    let (second, second_term) = c.wait_for_leader(&survivors, LEADER_WAIT);
+    assert!(second != leader && second_term > term);
+    c.wait_until("the cut-off leader to step down", LEADER_WAIT, || {
+        c.status(leader).is_some_and(|s| s["role"] != "leader")
+    });
+    let n = acked.lock().unwrap().len();
+    wait_acked(&c, &acked, n + 50, "while the old leader is cut off");
+
+    c.heal();
+    c.wait_for_leader(&c.ids(), LEADER_WAIT);
+
+    // One way only: the leader still reaches its followers, but hears nothing back.
+    let (leader, _) = c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    for f in others(&c, &[leader]) {
+        c.cut(f, leader);
+    }
+    c.wait_until("a leader other than the deaf one", LEADER_WAIT, || {
+        others(&c, &[leader])
+            .iter()
+            .any(|&id| c.status(id).is_some_and(|s| s["role"] == "leader"))
+    });
+    let n = acked.lock().unwrap().len();
+    wait_acked(&c, &acked, n + 50, "after the one-way cut");
+    c.heal();
+    let (final_leader, _) = c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    let n = acked.lock().unwrap().len();
+    wait_acked(&c, &acked, n + 20, "after healing");
+    let history = stop_clients(&stop, clients);
+
+    let target = c.status(final_leader).unwrap()["commit_index"]
+        .as_u64()
+        .unwrap();
+    c.wait_until("every node to apply everything", LEADER_WAIT, || {
+        c.ids().iter().all(|&id| {
+            c.status(id)
+                .is_some_and(|s| s["applied_index"].as_u64().unwrap_or(0) >= target)
+        })
+    });
+    let value = read_key(&addrs, "log", Duration::from_secs(10)).unwrap_or_default();
+    check_tokens(&value, &acked.lock().unwrap());
+    check_history(&history);
+    assert_linearizable(&history);
+}
+
 // 4 -------------------------------------------------------------------------------------
 
 #[test]

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
@@ -51,6 +53,10 @@ pub struct Cluster {
     pub cluster_file: PathBuf,
     pub nodes: BTreeMap<u64, NodeInfo>,
     children: BTreeMap<u64, Child>,
+    /// With [`Cluster::start_behind_proxies`]: each node's own cluster file, and the
+    /// proxy of every directed link `(from, to)`.
+    node_files: BTreeMap<u64, PathBuf>,
+    proxies: BTreeMap<(u64, u64), proxy::Proxy>,
 }
 
 impl Cluster {
@@ -94,6 +100,61 @@ impl Cluster {
             cluster_file,
             nodes,
             children: BTreeMap::new(),
+            node_files: BTreeMap::new(),
+            proxies: BTreeMap::new(),
+        }
+    }
+
+    /// Like [`Cluster::start`], but every node reaches every peer through a proxy of its
+    /// own (see [`proxy`]), so [`Cluster::cut`] and [`Cluster::heal`] can partition the
+    /// network. Clients still talk to the nodes directly.
+    pub fn start_behind_proxies(n: u64) -> Cluster {
+        let mut c = Cluster::new(n);
+        let ids = c.ids();
+        for &from in &ids {
+            for &to in &ids {
+                if from == to {
+                    continue;
+                }
+                let port = free_ports(1)[0];
+                let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
+                let p = proxy::Proxy::start(listener, c.nodes[&to].raft.clone());
+                c.proxies.insert((from, to), p);
+            }
+            let file = json!({
+                "nodes": c.nodes.values().map(|n| {
+                    let raft = if n.id == from { n.raft.clone() } else { c.proxies[&(from, n.id)].addr.clone() };
+                    json!({"id": n.id, "raft": raft, "client": n.client})
+                }).collect::<Vec<_>>()
+            });
+            let path = c.dir.path().join(format!("cluster-n{from}.json"));
+            fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+            c.node_files.insert(from, path);
+        }
+        for id in ids {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Cuts every link between `node` and the others, both ways.
+    pub fn isolate(&self, node: u64) {
+        for (&(from, to), p) in &self.proxies {
+            if from == node || to == node {
+                p.set_cut(true);
+            }
+        }
+    }
+
+    /// Cuts the one directed link `from → to`.
+    pub fn cut(&self, from: u64, to: u64) {
+        self.proxies[&(from, to)].set_cut(true);
+    }
+
+    /// Heals every link.
+    pub fn heal(&self) {
+        for p in self.proxies.values() {
+            p.set_cut(false);
         }
     }
 
@@ -117,7 +178,7 @@ impl Cluster {
             .arg("--id")
             .arg(id.to_string())
             .arg("--cluster")
-            .arg(&self.cluster_file)
+            .arg(self.node_files.get(&id).unwrap_or(&self.cluster_file))
             .arg("--data-dir")
             .arg(&n.data_dir)
             .arg("--tick-ms")
