@@ -137,12 +137,13 @@ impl Log {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::raft::Payload;
 
-    fn log_of(terms: &[Term]) -> Log {
-        let entries = terms
+    /// No-op entries 1, 2, … with the given terms: a log shape for tests.
+    pub(crate) fn noop_entries(terms: &[Term]) -> Vec<Entry> {
+        terms
             .iter()
             .enumerate()
             .map(|(i, &t)| Entry {
@@ -150,8 +151,11 @@ mod tests {
                 term: t,
                 payload: Payload::Noop,
             })
-            .collect();
-        Log::restore(entries)
+            .collect()
+    }
+
+    fn log_of(terms: &[Term]) -> Log {
+        Log::restore(noop_entries(terms))
     }
 
     #[test]

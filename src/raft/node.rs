@@ -455,11 +455,7 @@ impl RaftNode {
     /// Pre-vote: ask whether we could win before raising our term, so a node that was
     /// cut off cannot disrupt a healthy leader when it returns.
     fn become_pre_candidate(&mut self) {
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        self.reset_election_timer();
-        self.votes.clear();
-        self.votes.insert(self.id, true);
+        self.start_campaign(Role::PreCandidate);
         if self.won_votes() {
             return self.become_candidate();
         }
@@ -478,14 +474,10 @@ impl RaftNode {
 
     /// §5.2: new term, vote for self, ask everyone.
     fn become_candidate(&mut self) {
-        self.role = Role::Candidate;
         self.term += 1;
         self.voted_for = Some(self.id);
         self.hard_state_dirty = true;
-        self.leader = None;
-        self.reset_election_timer();
-        self.votes.clear();
-        self.votes.insert(self.id, true);
+        self.start_campaign(Role::Candidate);
         if self.won_votes() {
             return self.become_leader();
         }
@@ -519,6 +511,16 @@ impl RaftNode {
             payload: Payload::Noop,
         });
         // The probes go out in `flush_leader`, together with the no-op.
+    }
+
+    /// Common start of a (pre-)vote campaign: no known leader, a fresh timeout, and
+    /// only our own vote so far.
+    fn start_campaign(&mut self, role: Role) {
+        self.role = role;
+        self.leader = None;
+        self.reset_election_timer();
+        self.votes.clear();
+        self.votes.insert(self.id, true);
     }
 
     fn reset_election_timer(&mut self) {

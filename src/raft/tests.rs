@@ -20,15 +20,7 @@ fn node(id: NodeId, n: u64) -> RaftNode {
 
 fn node_with_log(id: NodeId, n: u64, term: Term, terms: &[Term]) -> RaftNode {
     let members: Vec<NodeId> = (1..=n).collect();
-    let entries = terms
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| Entry {
-            index: i as Index + 1,
-            term: t,
-            payload: Payload::Noop,
-        })
-        .collect();
+    let entries = super::log::tests::noop_entries(terms);
     let hs = HardState {
         term,
         voted_for: None,
