@@ -51,7 +51,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
 
 /// One kind of operation the bench issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum OpKind {
+pub enum BenchOp {
     Put,
     Get,
     Append,
@@ -60,23 +60,23 @@ pub enum OpKind {
     StaleGet,
 }
 
-impl OpKind {
-    const ALL: [OpKind; 5] = [
-        OpKind::Put,
-        OpKind::Get,
-        OpKind::Append,
-        OpKind::Delete,
-        OpKind::StaleGet,
+impl BenchOp {
+    const ALL: [BenchOp; 5] = [
+        BenchOp::Put,
+        BenchOp::Get,
+        BenchOp::Append,
+        BenchOp::Delete,
+        BenchOp::StaleGet,
     ];
 
     /// Its name in `--mix` and in reports.
     pub fn name(self) -> &'static str {
         match self {
-            OpKind::Put => "put",
-            OpKind::Get => "get",
-            OpKind::Append => "append",
-            OpKind::Delete => "delete",
-            OpKind::StaleGet => "stale_get",
+            BenchOp::Put => "put",
+            BenchOp::Get => "get",
+            BenchOp::Append => "append",
+            BenchOp::Delete => "delete",
+            BenchOp::StaleGet => "stale_get",
         }
     }
 
@@ -89,7 +89,7 @@ impl OpKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mix {
     /// (kind, weight) with weight > 0, in the order given.
-    weights: Vec<(OpKind, u32)>,
+    weights: Vec<(BenchOp, u32)>,
     total: u32,
 }
 
@@ -107,7 +107,7 @@ impl Mix {
             let (name, weight) = item
                 .split_once('=')
                 .ok_or_else(|| format!("--mix: {item:?} is not NAME=WEIGHT"))?;
-            let kind = OpKind::ALL
+            let kind = BenchOp::ALL
                 .into_iter()
                 .find(|k| k.name() == name.trim())
                 .ok_or_else(|| {
@@ -140,7 +140,7 @@ impl Mix {
     }
 
     /// The operation for a uniform draw `r` in `0..total`.
-    fn pick_at(&self, mut r: u32) -> OpKind {
+    fn pick_at(&self, mut r: u32) -> BenchOp {
         for &(kind, weight) in &self.weights {
             if r < weight {
                 return kind;
@@ -151,7 +151,7 @@ impl Mix {
     }
 
     /// A random operation, with probability proportional to its weight.
-    pub fn pick(&self, rng: &mut impl Rng) -> OpKind {
+    pub fn pick(&self, rng: &mut impl Rng) -> BenchOp {
         self.pick_at(rng.gen_range(0..self.total))
     }
 }
@@ -235,7 +235,7 @@ pub struct BenchReport {
     /// From the first request to the last response.
     pub elapsed: Duration,
     /// Per operation kind that was issued.
-    pub by_op: BTreeMap<OpKind, OpStats>,
+    pub by_op: BTreeMap<BenchOp, OpStats>,
 }
 
 impl BenchReport {
@@ -439,13 +439,13 @@ impl Conn {
     }
 }
 
-/// One in-flight slot of a connection: its own client name and seq counter.
-struct Slot {
+/// One pipelined request position of a connection: its own client name and seq counter.
+struct PipelineSession {
     client: String,
     next_seq: u64,
 }
 
-fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
+fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
     let config = &shared.config;
     let mut rng = StdRng::from_entropy();
     let value: String = (&mut rng)
@@ -453,8 +453,8 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
         .take(config.value_size)
         .map(char::from)
         .collect();
-    let mut slots: Vec<Slot> = (0..config.pipeline)
-        .map(|s| Slot {
+    let mut slots: Vec<PipelineSession> = (0..config.pipeline)
+        .map(|s| PipelineSession {
             client: format!("b-{:08x}-{number}-{s}", shared.run_tag),
             next_seq: 1,
         })
@@ -464,7 +464,7 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
     let (mut leader, mut generation) = shared.current_leader();
     let mut line = String::new();
     let mut buf = Vec::new();
-    let mut in_flight: Vec<(OpKind, Instant)> = Vec::with_capacity(config.pipeline);
+    let mut in_flight: Vec<(BenchOp, Instant)> = Vec::with_capacity(config.pipeline);
     let mut unreachable_since: Option<Instant> = None;
     loop {
         if conn.is_none() {
@@ -499,19 +499,19 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
             let key = rng.gen_range(0..config.keys);
             line.clear();
             let _ = match kind {
-                OpKind::Get => write!(line, r#"{{"op":"get","key":"key-{key}"}}"#),
-                OpKind::StaleGet => {
+                BenchOp::Get => write!(line, r#"{{"op":"get","key":"key-{key}"}}"#),
+                BenchOp::StaleGet => {
                     write!(
                         line,
                         r#"{{"op":"get","key":"key-{key}","consistency":"stale"}}"#
                     )
                 }
-                OpKind::Delete => write!(
+                BenchOp::Delete => write!(
                     line,
                     r#"{{"op":"delete","key":"key-{key}","client":"{}","seq":{}}}"#,
                     slot.client, slot.next_seq
                 ),
-                OpKind::Put | OpKind::Append => write!(
+                BenchOp::Put | BenchOp::Append => write!(
                     line,
                     r#"{{"op":"{}","key":"key-{key}","value":"{value}","client":"{}","seq":{}}}"#,
                     kind.name(),
@@ -519,7 +519,7 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
                     slot.next_seq
                 ),
             };
-            if !matches!(kind, OpKind::Get | OpKind::StaleGet) {
+            if !matches!(kind, BenchOp::Get | BenchOp::StaleGet) {
                 slot.next_seq += 1;
             }
             line.push('\n');
@@ -581,7 +581,7 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<OpKind, OpStats> {
             (leader, generation) = shared.current_leader();
         }
     }
-    OpKind::ALL
+    BenchOp::ALL
         .into_iter()
         .zip(stats)
         .filter(|(_, s)| s.latency_us.count() > 0 || !s.errors.is_empty())
@@ -616,7 +616,7 @@ pub fn run_bench(
         config,
     };
     let finished = AtomicUsize::new(0);
-    let mut by_op: BTreeMap<OpKind, OpStats> = BTreeMap::new();
+    let mut by_op: BTreeMap<BenchOp, OpStats> = BTreeMap::new();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..shared.config.clients)
             .map(|number| {
@@ -705,16 +705,16 @@ mod tests {
     #[test]
     fn mix_parsing() {
         let mix = Mix::parse("put=80,get=20,append=0").unwrap();
-        assert_eq!(mix.weights, vec![(OpKind::Put, 80), (OpKind::Get, 20)]);
+        assert_eq!(mix.weights, vec![(BenchOp::Put, 80), (BenchOp::Get, 20)]);
         assert_eq!(mix.total, 100);
-        assert_eq!(mix.pick_at(0), OpKind::Put);
-        assert_eq!(mix.pick_at(79), OpKind::Put);
-        assert_eq!(mix.pick_at(80), OpKind::Get);
-        assert_eq!(mix.pick_at(99), OpKind::Get);
+        assert_eq!(mix.pick_at(0), BenchOp::Put);
+        assert_eq!(mix.pick_at(79), BenchOp::Put);
+        assert_eq!(mix.pick_at(80), BenchOp::Get);
+        assert_eq!(mix.pick_at(99), BenchOp::Get);
         let mix = Mix::parse(" stale_get = 1 , delete=3").unwrap();
         assert_eq!(
             mix.weights,
-            vec![(OpKind::StaleGet, 1), (OpKind::Delete, 3)]
+            vec![(BenchOp::StaleGet, 1), (BenchOp::Delete, 3)]
         );
         for bad in [
             "",
@@ -737,7 +737,7 @@ mod tests {
         let mix = Mix::parse("put=3,get=1").unwrap();
         let mut rng = StdRng::seed_from_u64(7);
         let puts = (0..4000)
-            .filter(|_| mix.pick(&mut rng) == OpKind::Put)
+            .filter(|_| mix.pick(&mut rng) == BenchOp::Put)
             .count();
         assert!((2800..3200).contains(&puts), "{puts}");
     }
@@ -786,7 +786,7 @@ mod tests {
         let all = report.all();
         assert_eq!(all.latency_us.count(), 301);
         assert!(all.errors.is_empty(), "{:?}", all.errors);
-        assert!(report.by_op.contains_key(&OpKind::Put));
+        assert!(report.by_op.contains_key(&BenchOp::Put));
         // Each slot's writes use increasing seqs under its own client name.
         let mut last: BTreeMap<String, u64> = BTreeMap::new();
         for r in node.seen().iter().filter(|r| r.get("seq").is_some()) {

@@ -59,7 +59,7 @@
 //! contend for one `seq` counter. Wrapping one in a `Mutex` works too, but serializes
 //! every operation of every thread behind one connection per node.
 
-mod conn;
+mod connection;
 mod error;
 #[cfg(test)]
 pub(crate) mod fake;
@@ -81,7 +81,7 @@ use crate::{
     kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES},
     protocol::{ErrorCode, Status},
 };
-use conn::{CallError, Conn};
+use connection::{CallError, Conn};
 
 /// Settings of a [`Client`]. `ClientOptions::default()` gives the documented defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]

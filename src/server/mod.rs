@@ -59,7 +59,7 @@
 //! **No spinning.** Crossbeam's blocking receive spins and yields before it parks. That
 //! is right for the state thread's inbox (one thread, usually busy) but wrong for
 //! thousands of connection threads that each wait once per request: the writers park
-//! on a condition variable of their response queue instead (see `conn`).
+//! on a condition variable of their response queue instead (see `reply_queue`).
 //!
 //! **Failure.** A storage error ends the process at once with a clear log line: after
 //! a failed write or fsync nothing on disk can be trusted, and acknowledging anything
@@ -67,11 +67,11 @@
 //! connection. Ctrl-C / SIGTERM queue `Shutdown`: the state thread refuses new
 //! requests, fails pending ones, syncs, and [`run`] returns once the replies are out.
 
-mod client;
-mod conn;
-pub(crate) mod log;
-mod peer;
+mod client_port;
+pub(crate) mod logging;
+mod peer_port;
 mod replicator;
+mod reply_queue;
 mod shared;
 mod startup;
 mod state;
@@ -96,7 +96,7 @@ use crate::{
     error::{Error, Result},
     protocol::DEFAULT_MAX_CLIENT_LINE,
 };
-use log::{info, warning, Level};
+use logging::{info, warning, Level};
 use shared::{Input, Shared};
 use state::{shutting_down_outcome, StateLoop};
 
@@ -145,7 +145,7 @@ impl Default for NodeOptions {
 /// A storage failure while running ends the process with a non-zero status instead
 /// (see the module documentation).
 pub fn run(options: NodeOptions) -> Result<()> {
-    log::init(options.id, Level::parse(&options.log_level)?);
+    logging::init(options.id, Level::parse(&options.log_level)?);
     if options.tick_ms == 0 {
         return Err(Error::Config("--tick-ms must be at least 1".into()));
     }
@@ -187,11 +187,11 @@ pub fn run(options: NodeOptions) -> Result<()> {
     }
     let s = Arc::clone(&shared);
     spawn("raft-listener", 256 << 10, move || {
-        peer::listen(raft_listener, s)
+        peer_port::listen(raft_listener, s)
     })?;
     let s = Arc::clone(&shared);
     spawn("client-listener", 256 << 10, move || {
-        client::listen(client_listener, s)
+        client_port::listen(client_listener, s)
     })?;
     let s = Arc::clone(&shared);
     let tick = Duration::from_millis(options.tick_ms);
@@ -226,7 +226,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
 }
 
 fn bind(addr: &str, whom: &str) -> Result<TcpListener> {
-    let resolved = peer::resolve(addr)
+    let resolved = peer_port::resolve(addr)
         .map_err(|e| Error::io(format!("cannot resolve address {addr} for {whom}"), e))?;
     TcpListener::bind(resolved)
         .map_err(|e| Error::io(format!("cannot listen for {whom} on {addr}"), e))

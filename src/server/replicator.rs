@@ -15,8 +15,8 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::{
-    log::{debug, info},
-    peer::resolve,
+    logging::{debug, info},
+    peer_port::resolve,
 };
 use crate::{
     codec::write_json_line,

@@ -12,16 +12,11 @@ use std::{
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use super::conn::ReplyTo;
+use super::reply_queue::ReplyTo;
 use crate::{
     raft::{Message, NodeId},
     replica::{ClientOp, Replica},
 };
-
-/// How a request's answer finds its way back: its own one-shot reply channel into the
-/// connection's ordered response queue (see `conn`). Sending never blocks, and an
-/// answer for a client that has left is simply discarded.
-pub(crate) type Token = ReplyTo;
 
 /// One input for the state thread.
 pub(crate) enum Input {
@@ -30,7 +25,7 @@ pub(crate) enum Input {
     /// A message from a peer, already checked to be addressed to this node.
     Peer(Message),
     /// A client request and where to send its answer.
-    Request(ClientOp, Token),
+    Request(ClientOp, ReplyTo),
     /// Ctrl-C / SIGTERM: fail what is pending, sync, stop.
     Shutdown,
 }
@@ -39,7 +34,7 @@ pub(crate) enum Input {
 /// others lock it briefly for a read-only look (`status`).
 pub(crate) struct Shared {
     pub id: NodeId,
-    pub replica: Mutex<Replica<Token>>,
+    pub replica: Mutex<Replica<ReplyTo>>,
     /// Client address of every member, for `leader_addr`.
     pub client_addrs: BTreeMap<NodeId, String>,
     /// The state thread's input queue.

@@ -3,8 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    log::{info, warning},
-    shared::Token,
+    logging::{info, warning},
+    reply_queue::ReplyTo,
     NodeOptions,
 };
 use crate::{
@@ -28,7 +28,7 @@ pub(crate) const REQUEST_TIMEOUT_MS: u64 = 2000;
 /// Everything recovered and decided before any thread starts.
 pub(crate) struct Boot {
     pub storage: Storage,
-    pub replica: Replica<Token>,
+    pub replica: Replica<ReplyTo>,
     pub membership: ClusterConfig,
     pub me: NodeSpec,
 }

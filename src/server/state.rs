@@ -16,8 +16,9 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{
-    log::{self, debug, error, info, warning, Level},
-    shared::{Input, Shared, Token},
+    logging::{self, debug, error, info, warning, Level},
+    reply_queue::ReplyTo,
+    shared::{Input, Shared},
 };
 use crate::{
     error::Error,
@@ -63,7 +64,7 @@ impl StateLoop {
         peers: BTreeMap<NodeId, Sender<Message>>,
     ) -> StateLoop {
         let seen = observe(&shared.replica.lock());
-        log::set_term(seen.term);
+        logging::set_term(seen.term);
         StateLoop {
             shared,
             storage,
@@ -100,7 +101,7 @@ impl StateLoop {
 
     /// Handles the batch and everything it leads to.
     fn turn(&mut self) {
-        if log::enabled(Level::Debug) {
+        if logging::enabled(Level::Debug) {
             for input in &self.batch {
                 if let Input::Peer(m) = input {
                     debug!("recv {m}");
@@ -162,7 +163,7 @@ impl StateLoop {
     }
 
     /// Persists, sends and replies for one `ready`; returns the last entry made durable.
-    fn handle(&mut self, ready: &mut ReplicaReady<Token>, seen: Seen) -> Option<(u64, Term)> {
+    fn handle(&mut self, ready: &mut ReplicaReady<ReplyTo>, seen: Seen) -> Option<(u64, Term)> {
         // A leader may ship its new entries to followers before its own fsync (they
         // overlap); it counts itself toward commit only after `persisted`. Everything
         // else waits for the fsync. A term/vote change never happens on a leader, but
@@ -228,7 +229,7 @@ impl StateLoop {
             let Some(tx) = self.peers.get(&m.to) else {
                 continue;
             };
-            if log::enabled(Level::Debug) {
+            if logging::enabled(Level::Debug) {
                 debug!("send {m}");
             }
             match tx.try_send(m) {
@@ -243,7 +244,7 @@ impl StateLoop {
     fn note_changes(&mut self, now: Seen) {
         let before = std::mem::replace(&mut self.seen, now);
         if now.term != before.term {
-            log::set_term(now.term);
+            logging::set_term(now.term);
         }
         if now.role != before.role || now.term != before.term {
             match now.role {
@@ -274,7 +275,7 @@ impl StateLoop {
     }
 }
 
-fn observe(r: &crate::replica::Replica<Token>) -> Seen {
+fn observe(r: &crate::replica::Replica<ReplyTo>) -> Seen {
     let n = r.node();
     Seen {
         role: n.role(),

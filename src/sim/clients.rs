@@ -17,7 +17,7 @@ const MAX_ATTEMPTS: u32 = 12;
 
 /// Whom a reply is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Token {
+pub enum Requester {
     /// Attempt number `attempt` of simulated client `client`; attempt numbers are never
     /// reused across operations, so a late reply cannot be mistaken for a newer one's.
     Client { client: usize, attempt: u64 },
@@ -233,9 +233,9 @@ impl Clients {
     }
 
     /// The token for client `i`'s current attempt.
-    pub fn token(&self, i: usize) -> Token {
+    pub fn token(&self, i: usize) -> Requester {
         let attempt = self.clients[i].current.as_ref().map_or(0, |f| f.attempt);
-        Token::Client { client: i, attempt }
+        Requester::Client { client: i, attempt }
     }
 
     fn give_up(&mut self, i: usize) {
@@ -248,8 +248,13 @@ impl Clients {
     }
 
     /// Handles a reply; an error means the reply itself breaks the contract.
-    pub fn on_reply(&mut self, token: Token, outcome: Outcome, step: u64) -> Result<(), String> {
-        let Token::Client { client, attempt } = token else {
+    pub fn on_reply(
+        &mut self,
+        token: Requester,
+        outcome: Outcome,
+        step: u64,
+    ) -> Result<(), String> {
+        let Requester::Client { client, attempt } = token else {
             return Ok(());
         };
         let c = &mut self.clients[client];

@@ -26,7 +26,7 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
-use clients::{Clients, Token};
+use clients::{Clients, Requester};
 pub use clients::{HistoryOp, HistoryStatus, OpKind};
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
@@ -130,7 +130,7 @@ impl std::fmt::Display for SimFailure {
 
 /// One node: its replica while running, and what survives a crash.
 struct SimNode {
-    replica: Option<Replica<Token>>,
+    replica: Option<Replica<Requester>>,
     /// What this node has made durable: all a restart gets back.
     hard_state: HardState,
     log: Vec<Entry>,
@@ -143,11 +143,11 @@ enum Event {
     Deliver(Message),
     Request {
         node: NodeId,
-        token: Token,
+        token: Requester,
         op: ClientOp,
     },
     Reply {
-        token: Token,
+        token: Requester,
         outcome: Outcome,
     },
 }
@@ -263,7 +263,7 @@ impl Sim {
     pub fn is_up(&self, id: NodeId) -> bool {
         self.nodes[&id].replica.is_some()
     }
-    pub fn replica(&self, id: NodeId) -> Option<&Replica<Token>> {
+    pub fn replica(&self, id: NodeId) -> Option<&Replica<Requester>> {
         self.nodes[&id].replica.as_ref()
     }
     /// Entries `id` has made durable.
@@ -365,7 +365,7 @@ impl Sim {
             1,
             Event::Request {
                 node,
-                token: Token::Script(id),
+                token: Requester::Script(id),
                 op,
             },
         );
@@ -586,10 +586,10 @@ impl Sim {
                 };
                 self.digest_event(&(2u8, token, kind, self.step));
                 match token {
-                    Token::Script(id) => {
+                    Requester::Script(id) => {
                         self.scripted.insert(id, Some(outcome));
                     }
-                    Token::Client { .. } => {
+                    Requester::Client { .. } => {
                         let step = self.step;
                         let result = self.clients.on_reply(token, outcome, step);
                         if let Err(e) = result {
@@ -680,7 +680,7 @@ impl Sim {
         }
     }
 
-    fn send_request(&mut self, node: NodeId, token: Token, op: ClientOp) {
+    fn send_request(&mut self, node: NodeId, token: Requester, op: ClientOp) {
         let delays = self.cfg.network.delays(&mut self.rng);
         if let Some(&d) = delays.first() {
             self.schedule(d, Event::Request { node, token, op });

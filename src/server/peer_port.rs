@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{
-    log::{debug, info, warning, Throttle},
+    logging::{debug, info, warning, Throttle},
     shared::{Input, Shared},
 };
 use crate::{

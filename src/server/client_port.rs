@@ -19,8 +19,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    conn::{ConnQueue, Slot},
-    log::{debug, warning, Throttle},
+    logging::{debug, warning, Throttle},
+    reply_queue::{ConnQueue, Slot},
     shared::{Input, Shared},
     state::shutting_down_outcome,
 };

@@ -71,8 +71,10 @@ pub(crate) struct ConnQueue {
     unwritten: Arc<AtomicUsize>,
 }
 
-/// The reply channel of one request: fills its slot. Dropping it unused (a request
-/// that never reached the state thread) answers `unavailable`.
+/// How a request's answer finds its way back: the reply channel of one request, which
+/// fills its slot in the connection's ordered response queue. Sending never blocks;
+/// dropping it unused (a request that never reached the state thread) answers
+/// `unavailable`.
 pub(crate) struct ReplyTo {
     queue: Arc<ConnQueue>,
     seq: u64,

@@ -152,15 +152,15 @@ impl Throttle {
 
 macro_rules! log_at {
     ($level:expr, $($arg:tt)*) => {
-        if $crate::server::log::enabled($level) {
-            $crate::server::log::write($level, format_args!($($arg)*))
+        if $crate::server::logging::enabled($level) {
+            $crate::server::logging::write($level, format_args!($($arg)*))
         }
     };
 }
-macro_rules! error { ($($arg:tt)*) => { $crate::server::log::log_at!($crate::server::log::Level::Error, $($arg)*) }; }
-macro_rules! warning { ($($arg:tt)*) => { $crate::server::log::log_at!($crate::server::log::Level::Warn, $($arg)*) }; }
-macro_rules! info { ($($arg:tt)*) => { $crate::server::log::log_at!($crate::server::log::Level::Info, $($arg)*) }; }
-macro_rules! debug { ($($arg:tt)*) => { $crate::server::log::log_at!($crate::server::log::Level::Debug, $($arg)*) }; }
+macro_rules! error { ($($arg:tt)*) => { $crate::server::logging::log_at!($crate::server::logging::Level::Error, $($arg)*) }; }
+macro_rules! warning { ($($arg:tt)*) => { $crate::server::logging::log_at!($crate::server::logging::Level::Warn, $($arg)*) }; }
+macro_rules! info { ($($arg:tt)*) => { $crate::server::logging::log_at!($crate::server::logging::Level::Info, $($arg)*) }; }
+macro_rules! debug { ($($arg:tt)*) => { $crate::server::logging::log_at!($crate::server::logging::Level::Debug, $($arg)*) }; }
 pub(crate) use {debug, error, info, log_at, warning};
 
 #[cfg(test)]
