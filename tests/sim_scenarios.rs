@@ -552,7 +552,7 @@ fn agreement_is_reached_on_an_unreliable_network() {
 }
 
 #[test]
-fn crash_restart_churn_on_an_unreliable_network_stays_correct() {
+fn crash_restart_churn_with_mid_turn_crashes_on_an_unreliable_network_stays_correct() {
     for seed in 0..10 {
         let mut cfg = SimConfig::new(400 + seed, 5);
         cfg.network = NetworkConfig::unreliable();
@@ -561,6 +561,7 @@ fn crash_restart_churn_on_an_unreliable_network_stays_correct() {
             restart: 0.05,
             partition: 0.02,
             heal: 0.03,
+            crash_mid_turn: 0.005,
         };
         cfg.clients = 5;
         cfg.trace = 40;

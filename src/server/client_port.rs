@@ -22,7 +22,6 @@ use super::{
     logging::{debug, warning, Throttle},
     reply_queue::{ConnQueue, Slot},
     shared::{Input, Shared},
-    state::shutting_down_outcome,
 };
 use crate::{
     codec::{read_line, write_json_line, Line},
@@ -206,7 +205,7 @@ fn handle_line(line: &[u8], queue: &Arc<ConnQueue>, shared: &Shared) -> bool {
         return false;
     };
     if shared.is_shutting_down() {
-        reply.send(shutting_down_outcome());
+        reply.send(Outcome::shutting_down());
         return true;
     }
     // If the state thread has stopped, the request is dropped here and its reply

@@ -95,10 +95,11 @@ use parking_lot::Mutex;
 use crate::{
     error::{Error, Result},
     protocol::DEFAULT_MAX_CLIENT_LINE,
+    replica::Outcome,
 };
 use logging::{info, warning, Level};
 use shared::{Input, Shared};
-use state::{shutting_down_outcome, StateLoop};
+use state::StateLoop;
 
 /// Capacity of the state thread's inbox. Beyond it, readers wait (TCP backpressure).
 const INBOX: usize = 16 * 1024;
@@ -213,7 +214,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
     // Refuse whatever reached the inbox after the shutdown, then stop taking input.
     while let Ok(input) = inbox.try_recv() {
         if let Input::Request(_, reply) = input {
-            reply.send(shutting_down_outcome());
+            reply.send(Outcome::shutting_down());
         }
     }
     drop(inbox);

@@ -26,7 +26,6 @@ use std::{
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
-use super::state::shutting_down_outcome;
 use crate::replica::Outcome;
 
 /// What the writer will send for one request.
@@ -212,7 +211,7 @@ impl ReplyTo {
 impl Drop for ReplyTo {
     fn drop(&mut self) {
         if !self.sent {
-            self.fill(shutting_down_outcome());
+            self.fill(Outcome::shutting_down());
         }
     }
 }

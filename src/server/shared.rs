@@ -14,21 +14,13 @@ use parking_lot::Mutex;
 
 use super::reply_queue::ReplyTo;
 use crate::{
-    raft::{Message, NodeId},
-    replica::{ClientOp, Replica},
+    raft::NodeId,
+    replica::{self, Replica},
 };
 
-/// One input for the state thread.
-pub(crate) enum Input {
-    /// Advance the Raft clock by one tick.
-    Tick,
-    /// A message from a peer, already checked to be addressed to this node.
-    Peer(Message),
-    /// A client request and where to send its answer.
-    Request(ClientOp, ReplyTo),
-    /// Ctrl-C / SIGTERM: fail what is pending, sync, stop.
-    Shutdown,
-}
+/// One input for the state thread. A queued `Tick` only wakes the thread; the tick
+/// itself is [`Shared::tick_pending`].
+pub(crate) type Input = replica::Input<ReplyTo>;
 
 /// State shared by all threads of a node. Only the state thread mutates the replica;
 /// others lock it briefly for a read-only look (`status`).

@@ -1,11 +1,11 @@
 //! The state thread: the only writer of the replica, and the only user of storage.
 //!
-//! One turn of its loop handles one *batch*: it blocks for one input, drains whatever
-//! else is already queued (up to [`MAX_BATCH`]), feeds it all to the replica under the
-//! mutex, then works off the replica's output without the mutex: persist entries and
-//! hard state, fsync **once**, tell the replica what is durable, hand messages to the
-//! replicators, deliver client replies. That order is the durability rule of DESIGN.md;
-//! the single fsync for everything a batch produced is group commit.
+//! Its loop blocks for one input, drains whatever else is already queued (up to
+//! [`MAX_BATCH`]) into one batch, and runs one [`turn`](crate::replica::turn) on it: the
+//! same function the simulator runs. What is particular to a real node lives here, in
+//! [`NodeIo`]: the WAL behind [`Durable`], the replicators' queues behind
+//! [`Transport`], the connections' reply channels behind [`Replies`], and log lines for
+//! role, term and leader changes behind [`Observer`].
 
 use std::{
     collections::BTreeMap,
@@ -22,9 +22,11 @@ use super::{
 };
 use crate::{
     error::Error,
-    protocol::ErrorCode,
-    raft::{Message, NodeId, Role, Term},
-    replica::{Outcome, ReplicaReady},
+    raft::{Entry, HardState, Message, NodeId, Role, Term},
+    replica::{
+        turn::{self, Durable, Halt, Observer, Replies, Transport},
+        Outcome, Replica, ReplicaReady,
+    },
     storage::Storage,
 };
 
@@ -35,25 +37,12 @@ pub(crate) const MAX_BATCH: usize = 4096;
 /// An fsync slower than this is worth a warning.
 const SLOW_SYNC: Duration = Duration::from_millis(50);
 
-/// What the log reports changes of: role, term, leader.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    role: Role,
-    term: Term,
-    leader: Option<NodeId>,
-    last: (u64, Term),
-}
-
 /// The state thread's own resources.
 pub(crate) struct StateLoop {
     shared: Arc<Shared>,
-    storage: Storage,
     inbox: Receiver<Input>,
-    /// One bounded channel per peer, read by its replicator.
-    peers: BTreeMap<NodeId, Sender<Message>>,
-    seen: Seen,
+    io: NodeIo,
     batch: Vec<Input>,
-    shutting_down: bool,
 }
 
 impl StateLoop {
@@ -63,186 +52,96 @@ impl StateLoop {
         inbox: Receiver<Input>,
         peers: BTreeMap<NodeId, Sender<Message>>,
     ) -> StateLoop {
-        let seen = observe(&shared.replica.lock());
+        let seen = Seen::of(&shared.replica.lock());
         logging::set_term(seen.term);
         StateLoop {
+            io: NodeIo {
+                id: shared.id,
+                storage,
+                unsynced: false,
+                sync_started: None,
+                peers,
+                logged: seen,
+                seen,
+            },
             shared,
-            storage,
             inbox,
-            peers,
-            seen,
             batch: Vec::with_capacity(MAX_BATCH),
-            shutting_down: false,
         }
     }
 
     /// Runs until a [`Input::Shutdown`] has been handled, then returns the inbox so the
     /// caller can refuse whatever is still queued. A storage failure ends the process.
     pub(crate) fn run(mut self) -> Receiver<Input> {
-        while !self.shutting_down {
+        let mut shutting_down = false;
+        while !shutting_down {
             let Ok(first) = self.inbox.recv() else {
                 break; // cannot happen: `Shared` holds a sender
             };
-            self.batch.push(first);
+            // Time is read from the flag, not from a queued `Tick` (which only wakes
+            // this thread): a tick still counts when a flood filled the inbox.
+            if self.shared.tick_pending.swap(false, Ordering::AcqRel) {
+                self.batch.push(Input::Tick);
+            }
+            self.take(first);
             while self.batch.len() < MAX_BATCH {
                 match self.inbox.try_recv() {
-                    Ok(input) => self.batch.push(input),
+                    Ok(input) => self.take(input),
                     Err(_) => break,
                 }
             }
-            self.turn();
+            if self.batch.iter().any(|i| matches!(i, Input::Shutdown)) {
+                shutting_down = true;
+                self.shared.shutting_down.store(true, Ordering::Release);
+                info!("shutting down: failing pending requests, taking no new ones");
+            }
+            let mut replica = &self.shared.replica;
+            if turn::run(&mut replica, self.batch.drain(..), &mut self.io).is_err() {
+                std::process::exit(3); // `NodeIo` logged why
+            }
+            self.io.log_changes();
         }
-        if let Err(e) = self.storage.sync() {
+        if let Err(e) = self.io.storage.sync() {
             fatal("the final sync", &e);
+            std::process::exit(3);
         }
         info!("shut down cleanly: storage synced");
         self.inbox
     }
 
-    /// Handles the batch and everything it leads to.
-    fn turn(&mut self) {
-        if logging::enabled(Level::Debug) {
-            for input in &self.batch {
-                if let Input::Peer(m) = input {
-                    debug!("recv {m}");
-                }
+    fn take(&mut self, input: Input) {
+        match input {
+            Input::Tick => {}
+            Input::Peer(m) if logging::enabled(Level::Debug) => {
+                debug!("recv {m}");
+                self.batch.push(Input::Peer(m));
             }
-        }
-        let mut refused = Vec::new();
-        let (mut ready, mut seen) = {
-            let mut r = self.shared.replica.lock();
-            // Time is read from the flag, not from the queued `Tick` (which only wakes
-            // this thread): a tick still counts when a flood filled the inbox.
-            if self.shared.tick_pending.swap(false, Ordering::AcqRel) {
-                r.tick();
-            }
-            for input in self.batch.drain(..) {
-                match input {
-                    Input::Tick => {}
-                    Input::Peer(m) => r.step(m),
-                    Input::Request(_, token) if self.shutting_down => refused.push(token),
-                    Input::Request(op, token) => r.request(token, op),
-                    Input::Shutdown => {
-                        if !self.shutting_down {
-                            self.shutting_down = true;
-                            self.shared.shutting_down.store(true, Ordering::Release);
-                        }
-                    }
-                }
-            }
-            if self.shutting_down {
-                r.shutdown();
-            }
-            (r.ready(), observe(&r))
-        };
-        if self.shutting_down {
-            info!(
-                "shutting down: no new requests; failing {} pending and {} just-arrived ones",
-                ready.replies.len(),
-                refused.len()
-            );
-        }
-        for token in refused {
-            token.send(shutting_down_outcome());
-        }
-        loop {
-            self.note_changes(seen);
-            let persisted = self.handle(&mut ready, seen);
-            let mut r = self.shared.replica.lock();
-            if let Some((index, term)) = persisted {
-                r.persisted(index, term);
-            }
-            ready = r.ready();
-            seen = observe(&r);
-            drop(r);
-            if ready.is_empty() {
-                self.note_changes(seen);
-                return;
-            }
+            input => self.batch.push(input),
         }
     }
+}
 
-    /// Persists, sends and replies for one `ready`; returns the last entry made durable.
-    fn handle(&mut self, ready: &mut ReplicaReady<ReplyTo>, seen: Seen) -> Option<(u64, Term)> {
-        // A leader may ship its new entries to followers before its own fsync (they
-        // overlap); it counts itself toward commit only after `persisted`. Everything
-        // else waits for the fsync. A term/vote change never happens on a leader, but
-        // if one is pending, nothing leaves early.
-        let early = seen.role == Role::Leader && ready.hard_state.is_none();
-        if early {
-            self.send(std::mem::take(&mut ready.messages));
-        }
-        let persisted = ready.entries.last().map(|e| (e.index, e.term));
-        if ready.hard_state.is_some() || !ready.entries.is_empty() {
-            let started = Instant::now();
-            if let Some(hs) = ready.hard_state {
-                // Term and vote first: the log never holds a term the hard state lacks.
-                if let Err(e) = self.storage.save_hard_state(hs) {
-                    fatal("saving term and vote", &e);
-                }
-            }
-            if !ready.entries.is_empty() {
-                if let Err(e) = self.storage.append(&ready.entries) {
-                    fatal("appending to the log", &e);
-                }
-                if let Err(e) = self.storage.sync() {
-                    fatal("syncing the log", &e);
-                }
-            }
-            let took = started.elapsed();
-            if took > SLOW_SYNC {
-                warning!(
-                    "slow fsync: {} ms for {} entries{}",
-                    took.as_millis(),
-                    ready.entries.len(),
-                    if ready.hard_state.is_some() {
-                        " and the hard state"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
-        if !early {
-            self.send(std::mem::take(&mut ready.messages));
-        }
-        for (token, mut outcome) in ready.replies.drain(..) {
-            if let Outcome::Failed { leader, .. } = &mut outcome {
-                // A hint helps the client retry elsewhere; a node that is going away
-                // never names itself.
-                let me = Some(self.shared.id);
-                if leader.is_none() && seen.leader != me {
-                    *leader = seen.leader;
-                } else if self.shutting_down && *leader == me {
-                    *leader = None;
-                }
-            }
-            token.send(outcome);
-        }
-        persisted
-    }
+/// A real node's side of a turn: WAL, replicator queues, reply channels, log lines.
+struct NodeIo {
+    id: NodeId,
+    storage: Storage,
+    /// Entries were appended since the last fsync.
+    unsynced: bool,
+    /// When the current write began, to warn about slow disks.
+    sync_started: Option<Instant>,
+    /// One bounded channel per peer, read by its replicator.
+    peers: BTreeMap<NodeId, Sender<Message>>,
+    /// Role, term and leader as last logged, and as last observed.
+    logged: Seen,
+    seen: Seen,
+}
 
-    /// Hands messages to the replicators without ever blocking: a full channel means
-    /// the peer is slow or gone, and Raft retransmits what is lost.
-    fn send(&self, messages: Vec<Message>) {
-        for m in messages {
-            let Some(tx) = self.peers.get(&m.to) else {
-                continue;
-            };
-            if logging::enabled(Level::Debug) {
-                debug!("send {m}");
-            }
-            match tx.try_send(m) {
-                Ok(()) => {}
-                Err(TrySendError::Full(m)) => debug!("queue to n{} full; dropped {m}", m.to),
-                Err(TrySendError::Disconnected(_)) => {}
-            }
-        }
-    }
-
-    /// Logs role, term and leader changes.
-    fn note_changes(&mut self, now: Seen) {
-        let before = std::mem::replace(&mut self.seen, now);
+impl NodeIo {
+    /// Logs role, term and leader changes seen during the turn (after it, so no log
+    /// line is written while the state mutex is held).
+    fn log_changes(&mut self) {
+        let (before, now) = (self.logged, self.seen);
+        self.logged = now;
         if now.term != before.term {
             logging::set_term(now.term);
         }
@@ -267,7 +166,7 @@ impl StateLoop {
         }
         if now.leader != before.leader {
             match now.leader {
-                Some(l) if l == self.shared.id => {}
+                Some(l) if l == self.id => {}
                 Some(l) => info!("leader for term {} is n{l}", now.term),
                 None => info!("no known leader in term {}", now.term),
             }
@@ -275,29 +174,98 @@ impl StateLoop {
     }
 }
 
-fn observe(r: &crate::replica::Replica<ReplyTo>) -> Seen {
-    let n = r.node();
-    Seen {
-        role: n.role(),
-        term: n.term(),
-        leader: n.leader(),
-        last: (n.last_index(), n.log().last_term()),
+impl Durable for NodeIo {
+    fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), Halt> {
+        self.sync_started.get_or_insert_with(Instant::now);
+        self.storage
+            .save_hard_state(hard_state)
+            .map_err(|e| fatal("saving term and vote", &e))
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<(), Halt> {
+        self.sync_started.get_or_insert_with(Instant::now);
+        self.unsynced = true;
+        self.storage
+            .append(entries)
+            .map_err(|e| fatal("appending to the log", &e))
+    }
+
+    /// The hard state is durable as soon as it is saved; only appended entries need
+    /// the WAL's fsync.
+    fn sync(&mut self) -> Result<(), Halt> {
+        if std::mem::take(&mut self.unsynced) {
+            self.storage
+                .sync()
+                .map_err(|e| fatal("syncing the log", &e))?;
+        }
+        if let Some(started) = self.sync_started.take() {
+            let took = started.elapsed();
+            if took > SLOW_SYNC {
+                warning!(
+                    "slow disk: writing and syncing took {} ms",
+                    took.as_millis()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
-/// The answer to a request that arrived after shutdown began.
-pub(crate) fn shutting_down_outcome() -> Outcome {
-    Outcome::Failed {
-        code: ErrorCode::Unavailable,
-        message: "the node is shutting down; nothing was applied".into(),
-        leader: None,
+impl Transport for NodeIo {
+    /// Never blocks: a full queue means the peer is slow or gone, and Raft retransmits
+    /// what is lost.
+    fn send(&mut self, message: Message) -> Result<(), Halt> {
+        let Some(tx) = self.peers.get(&message.to) else {
+            return Ok(());
+        };
+        if logging::enabled(Level::Debug) {
+            debug!("send {message}");
+        }
+        match tx.try_send(message) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(m)) => debug!("queue to n{} full; dropped {m}", m.to),
+        }
+        Ok(())
+    }
+}
+
+impl Replies<ReplyTo> for NodeIo {
+    fn reply(&mut self, to: ReplyTo, outcome: Outcome) {
+        to.send(outcome);
+    }
+}
+
+impl Observer<ReplyTo> for NodeIo {
+    fn observe(&mut self, replica: &Replica<ReplyTo>, _: &ReplicaReady<ReplyTo>) {
+        self.seen = Seen::of(replica);
+    }
+}
+
+/// What the log reports changes of: role, term, leader.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    role: Role,
+    term: Term,
+    leader: Option<NodeId>,
+    last: (u64, Term),
+}
+
+impl Seen {
+    fn of(r: &Replica<ReplyTo>) -> Seen {
+        let n = r.node();
+        Seen {
+            role: n.role(),
+            term: n.term(),
+            leader: n.leader(),
+            last: (n.last_index(), n.log().last_term()),
+        }
     }
 }
 
 /// A storage failure: after a failed write or fsync nothing on disk can be trusted, so
-/// the node must not acknowledge anything more. Log and leave at once; recovery on the
-/// next start sees only what is really on disk.
-fn fatal(what: &str, e: &Error) -> ! {
+/// the node must not acknowledge anything more. The turn halts and the process leaves;
+/// recovery on the next start sees only what is really on disk.
+fn fatal(what: &str, e: &Error) -> Halt {
     error!("FATAL storage failure while {what}: {e}; exiting without acknowledging anything more");
-    std::process::exit(3)
+    Halt
 }

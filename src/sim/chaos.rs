@@ -25,6 +25,7 @@ pub fn chaos_config(seed: u64) -> SimConfig {
         restart: 0.04,
         partition: 0.01,
         heal: 0.02,
+        crash_mid_turn: 0.002,
     };
     cfg
 }

@@ -11,16 +11,22 @@
 //!
 //! Time: a step is the smallest unit; every [`STEPS_PER_TICK`] steps each live node
 //! ticks. Message delays are in steps, so messages interleave within a tick.
+//!
+//! Each node runs the server's own turn code ([`crate::replica::turn`]; see [`node`]):
+//! everything that reaches a node in one step (messages, client requests, the tick)
+//! is one batch, as the server's state thread batches its inbox. The simulator only
+//! plays the runtime: the disk, the network and the clients.
 
 mod chaos;
 mod clients;
 pub mod invariants;
 pub mod network;
+pub mod node;
 
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BinaryHeap, VecDeque},
-    hash::{DefaultHasher, Hash, Hasher},
+    hash::{Hash, Hasher},
 };
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -30,10 +36,11 @@ use clients::{Clients, Requester};
 pub use clients::{HistoryOp, HistoryStatus, OpKind};
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
+use node::{CrashPoint, SimNode, TurnOutput};
 
 use crate::{
-    raft::{Body, Entry, HardState, Message, NodeId, Role, Term},
-    replica::{ClientOp, Outcome, Replica, ReplicaConfig},
+    raft::{Body, Entry, Message, NodeId, Role, Term},
+    replica::{ClientOp, Input, Outcome, Replica, ReplicaConfig},
 };
 
 /// Simulator steps per Raft tick.
@@ -51,6 +58,8 @@ pub struct FaultConfig {
     pub partition: f64,
     /// All cut links heal.
     pub heal: f64,
+    /// A node's turn is planned to crash at a random [`CrashPoint`] inside it.
+    pub crash_mid_turn: f64,
 }
 
 /// Everything a run depends on besides the seed.
@@ -126,17 +135,6 @@ impl std::fmt::Display for SimFailure {
             self.seed, self.step, self.message
         )
     }
-}
-
-/// One node: its replica while running, and what survives a crash.
-struct SimNode {
-    replica: Option<Replica<Requester>>,
-    /// What this node has made durable: all a restart gets back.
-    hard_state: HardState,
-    log: Vec<Entry>,
-    restarts: u64,
-    /// The term in which we last saw it lead, to check each new leadership once.
-    led_term: Option<Term>,
 }
 
 enum Event {
@@ -230,14 +228,7 @@ impl Sim {
             cfg,
         };
         for id in sim.ids.clone() {
-            let node = SimNode {
-                replica: None,
-                hard_state: HardState::default(),
-                log: Vec::new(),
-                restarts: 0,
-                led_term: None,
-            };
-            sim.nodes.insert(id, node);
+            sim.nodes.insert(id, SimNode::new(id));
             sim.start(id);
         }
         sim
@@ -261,14 +252,14 @@ impl Sim {
         &mut self.links
     }
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.nodes[&id].replica.is_some()
+        self.nodes[&id].is_up()
     }
     pub fn replica(&self, id: NodeId) -> Option<&Replica<Requester>> {
         self.nodes[&id].replica.as_ref()
     }
     /// Entries `id` has made durable.
     pub fn durable_log(&self, id: NodeId) -> &[Entry] {
-        &self.nodes[&id].log
+        &self.nodes[&id].disk.log
     }
     /// Entries known committed (applied by at least one node).
     pub fn committed(&self) -> u64 {
@@ -321,14 +312,25 @@ impl Sim {
     }
 
     pub fn crash(&mut self, id: NodeId) {
-        if self
-            .nodes
-            .get_mut(&id)
-            .and_then(|n| n.replica.take())
-            .is_some()
-        {
-            self.note(format!("n{id} crashes"));
-            self.check(|s| s.check_durability());
+        self.crash_at(id, None);
+    }
+
+    /// Crashes `id`; `point` says where in a turn it happened, if it did.
+    fn crash_at(&mut self, id: NodeId, point: Option<CrashPoint>) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        match node.crash(&mut self.rng, &mut self.invariants) {
+            Err(e) => self.fail(e),
+            Ok(None) => {}
+            Ok(Some((kept, written))) => {
+                let line = match point {
+                    None => format!("n{id} crashes"),
+                    Some(p) => format!(
+                        "n{id} crashes mid-turn ({p:?}; {kept} of {written} unsynced writes survive)"
+                    ),
+                };
+                self.note(line);
+                self.check(|s| s.check_durability());
+            }
         }
     }
 
@@ -341,18 +343,7 @@ impl Sim {
 
     fn start(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("known node");
-        node.restarts += 1;
-        let mut h = DefaultHasher::new();
-        (self.cfg.seed, id, node.restarts).hash(&mut h);
-        node.replica = Some(Replica::new(
-            id,
-            &self.ids,
-            self.cfg.replica.clone(),
-            h.finish(),
-            node.hard_state,
-            node.log.clone(),
-        ));
-        node.led_term = None;
+        node.start(&self.ids, &self.cfg.replica, self.cfg.seed);
     }
 
     /// Sends a client request straight to `node` (bypassing the simulated clients);
@@ -458,32 +449,43 @@ impl Sim {
 
     fn advance(&mut self) {
         self.step += 1;
+        let mut batches: BTreeMap<NodeId, Vec<Input<Requester>>> = BTreeMap::new();
         while self
             .queue
             .peek()
             .is_some_and(|Reverse(s)| s.at <= self.step)
         {
             let Reverse(s) = self.queue.pop().expect("peeked");
-            self.handle(s.event);
+            if let Some((node, input)) = self.arrive(s.event) {
+                batches.entry(node).or_default().push(input);
+            }
             if self.failure.is_some() {
                 return;
             }
         }
-        if self.step.is_multiple_of(STEPS_PER_TICK) {
-            self.tick();
+        let tick = self.step.is_multiple_of(STEPS_PER_TICK);
+        if tick {
+            if self.faults_enabled {
+                self.inject_faults();
+            }
+            for &id in &self.ids {
+                if self.nodes[&id].is_up() {
+                    batches.entry(id).or_default().push(Input::Tick);
+                }
+            }
+        }
+        for (id, batch) in batches {
+            self.run_turn(id, batch);
+            if self.failure.is_some() {
+                return;
+            }
+        }
+        if tick {
+            self.tick_clients();
         }
     }
 
-    fn tick(&mut self) {
-        if self.faults_enabled {
-            self.inject_faults();
-        }
-        for id in self.ids.clone() {
-            if let Some(r) = self.nodes.get_mut(&id).and_then(|n| n.replica.as_mut()) {
-                r.tick();
-                self.drive(id);
-            }
-        }
+    fn tick_clients(&mut self) {
         let requests = self
             .clients
             .tick(self.step, self.cfg.client_rate, &mut self.rng);
@@ -555,28 +557,26 @@ impl Sim {
         }
     }
 
-    fn handle(&mut self, event: Event) {
+    /// An event reaches its destination: a message or request becomes an input of its
+    /// node's next turn (if the node is up and the link is not cut); a reply reaches
+    /// its client.
+    fn arrive(&mut self, event: Event) -> Option<(NodeId, Input<Requester>)> {
         match event {
             Event::Deliver(m) => {
                 let (from, to) = (m.from, m.to);
                 if self.links.is_cut(from, to) || !self.is_up(to) {
-                    return;
+                    return None;
                 }
                 self.digest_event(&(1u8, from, to, m.term, self.step));
                 if self.cfg.trace > 0 {
                     self.note(format!("{m}"));
                 }
-                if let Some(r) = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()) {
-                    r.step(m);
-                }
-                self.drive(to);
+                Some((to, Input::Peer(m)))
             }
             Event::Request { node, token, op } => {
-                let Some(r) = self.nodes.get_mut(&node).and_then(|n| n.replica.as_mut()) else {
-                    return; // the client will time out
-                };
-                r.request(token, op);
-                self.drive(node);
+                // A request to a node that is down is lost; the client will time out.
+                self.is_up(node)
+                    .then_some((node, Input::Request(op, token)))
             }
             Event::Reply { token, outcome } => {
                 let kind = match &outcome {
@@ -597,70 +597,44 @@ impl Sim {
                         }
                     }
                 }
+                None
             }
         }
     }
 
-    /// Does what a node's runtime does with its ready output: persist, then send and
-    /// reply; repeated until the node has nothing more to do.
-    fn drive(&mut self, id: NodeId) {
-        loop {
-            let node = self.nodes.get_mut(&id).expect("known node");
-            let Some(replica) = node.replica.as_mut() else {
-                return;
-            };
-            let ready = replica.ready();
-            if ready.is_empty() {
-                break;
-            }
-            if let Some(hs) = ready.hard_state {
-                node.hard_state = hs;
-            }
-            if let (Some(first), Some(last)) = (ready.entries.first(), ready.entries.last()) {
-                node.log.truncate(first.index as usize - 1);
-                node.log.extend(ready.entries.iter().cloned());
-                replica.persisted(last.index, last.term);
-                let node = &self.nodes[&id];
-                if let Err(e) = self.invariants.on_persist(id, &ready.entries, &node.log) {
-                    return self.fail(e);
-                }
-            }
-            for entry in &ready.applied {
-                if let Err(e) = self.invariants.on_apply(id, entry) {
-                    return self.fail(e);
-                }
-            }
-            for m in ready.messages {
-                self.send_message(m);
-            }
-            for (token, outcome) in ready.replies {
-                let delays = self.cfg.network.delays(&mut self.rng);
-                for d in delays.into_iter().take(1) {
-                    let outcome = outcome.clone();
-                    self.schedule(d, Event::Reply { token, outcome });
-                }
-            }
-        }
-        self.check_new_leader(id);
-    }
-
-    fn check_new_leader(&mut self, id: NodeId) {
+    /// One turn of node `id` (the server's turn code), maybe with a planned crash in
+    /// it; then its messages and replies go out on the network.
+    fn run_turn(&mut self, id: NodeId, batch: Vec<Input<Requester>>) {
+        let f = self.cfg.faults.crash_mid_turn;
+        let crash_at = (self.faults_enabled && f > 0.0 && self.rng.gen_bool(f))
+            .then(|| CrashPoint::random(&mut self.rng));
         let node = self.nodes.get_mut(&id).expect("known node");
-        let Some(r) = node.replica.as_ref() else {
-            return;
-        };
-        if r.role() != Role::Leader || node.led_term == Some(r.node().term()) {
-            return;
+        let TurnOutput {
+            messages,
+            replies,
+            crashed,
+            elected,
+            violation,
+        } = node.turn(batch, crash_at, &mut self.invariants);
+        if let Some(term) = elected {
+            self.stats.elections_won += 1;
+            self.note(format!("n{id}@{term} becomes leader"));
         }
-        let term = r.node().term();
-        node.led_term = Some(term);
-        self.stats.elections_won += 1;
-        let node = &self.nodes[&id];
-        let log = node.replica.as_ref().expect("up").node().log();
-        if let Err(e) = self.invariants.on_leader(id, term, log) {
+        if let Some(e) = violation {
             return self.fail(e);
         }
-        self.note(format!("n{id}@{term} becomes leader"));
+        for m in messages {
+            self.send_message(m);
+        }
+        for (token, outcome) in replies {
+            let delays = self.cfg.network.delays(&mut self.rng);
+            if let Some(&d) = delays.first() {
+                self.schedule(d, Event::Reply { token, outcome });
+            }
+        }
+        if crashed.is_some() {
+            self.crash_at(id, crashed);
+        }
     }
 
     fn send_message(&mut self, m: Message) {
@@ -703,7 +677,7 @@ impl Sim {
         let logs: Vec<(NodeId, &[Entry])> = self
             .nodes
             .iter()
-            .map(|(&id, n)| (id, n.log.as_slice()))
+            .map(|(&id, n)| (id, n.disk.log.as_slice()))
             .collect();
         self.invariants.check_durability(&logs)
     }

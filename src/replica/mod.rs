@@ -4,8 +4,14 @@
 //! Like the Raft core it is pure (no threads, sockets, files or clocks), so the
 //! simulator and the real node runtime share it: the simulator drives it with virtual
 //! time and a fake network, the server with a timer thread and TCP. Replies are
-//! addressed by an opaque token `T` chosen by the caller (a reply channel in the
-//! server, a client id in the simulator).
+//! addressed by an opaque reply address `T` chosen by the caller (a reply channel in
+//! the server, a simulated client's attempt in the simulator).
+//!
+//! [`turn`] is the other half of that sharing: the one function that feeds a batch of
+//! [`Input`]s to a replica and then persists, sends and replies in the order the
+//! durability rule demands. The server's state thread and the simulator both call it.
+
+pub mod turn;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +20,20 @@ use crate::{
     protocol::ErrorCode,
     raft::{Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, Role, Term},
 };
+
+/// One input of a turn: everything that can happen to a node.
+#[derive(Debug)]
+pub enum Input<T> {
+    /// One tick of time passed.
+    Tick,
+    /// A message from a peer.
+    Peer(Message),
+    /// A client request and where its answer goes.
+    Request(ClientOp, T),
+    /// The node is asked to stop (Ctrl-C, SIGTERM): fail what is pending, take nothing
+    /// new.
+    Shutdown,
+}
 
 /// What a client asked for, once parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +58,17 @@ pub enum Outcome {
         message: String,
         leader: Option<NodeId>,
     },
+}
+
+impl Outcome {
+    /// The answer to a request that reached a node after its shutdown began.
+    pub fn shutting_down() -> Outcome {
+        Outcome::Failed {
+            code: ErrorCode::Unavailable,
+            message: "the node is shutting down; nothing was applied".into(),
+            leader: None,
+        }
+    }
 }
 
 /// Replica knobs beyond the Raft core's.
@@ -103,6 +134,8 @@ pub struct Replica<T> {
     next_read_id: u64,
     /// Replies produced outside `ready` (refusals, stale reads, timeouts).
     replies: Vec<(T, Outcome)>,
+    /// Set by [`Input::Shutdown`]: new requests are refused at once.
+    shutting_down: bool,
 }
 
 impl<T> Replica<T> {
@@ -125,6 +158,7 @@ impl<T> Replica<T> {
             pending_reads: HashMap::new(),
             next_read_id: 1,
             replies: Vec::new(),
+            shutting_down: false,
         }
     }
 
@@ -145,6 +179,20 @@ impl<T> Replica<T> {
         self.pending_writes.len() + self.pending_reads.len()
     }
 
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Feeds one input in; its effects come out of the next [`ready`](Self::ready).
+    pub fn feed(&mut self, input: Input<T>) {
+        match input {
+            Input::Tick => self.tick(),
+            Input::Peer(message) => self.step(message),
+            Input::Request(op, to) => self.request(to, op),
+            Input::Shutdown => self.shutdown(),
+        }
+    }
+
     pub fn tick(&mut self) {
         self.now = self.now.saturating_add(1);
         self.node.tick();
@@ -161,6 +209,9 @@ impl<T> Replica<T> {
 
     /// Accepts one client request; its reply comes out of a later [`ready`](Self::ready).
     pub fn request(&mut self, token: T, op: ClientOp) {
+        if self.shutting_down {
+            return self.replies.push((token, Outcome::shutting_down()));
+        }
         match op {
             ClientOp::Get { key, stale: true } => {
                 let value = self.store.get(&key).map(str::to_owned);
@@ -264,18 +315,38 @@ impl<T> Replica<T> {
                 self.replies.push((read.token, refusal));
             }
         }
+        let mut replies = std::mem::take(&mut self.replies);
+        self.add_leader_hints(&mut replies);
         ReplicaReady {
             hard_state: ready.hard_state,
             entries: ready.entries,
             messages: ready.messages,
             applied: ready.committed,
-            replies: std::mem::take(&mut self.replies),
+            replies,
+        }
+    }
+
+    /// A hint helps a refused or timed-out client retry elsewhere: every failure names
+    /// the leader this node knows of, except that a node going away never names itself.
+    fn add_leader_hints(&self, replies: &mut [(T, Outcome)]) {
+        let me = Some(self.node.id());
+        let known = self.node.leader();
+        for (_, outcome) in replies.iter_mut() {
+            if let Outcome::Failed { leader, .. } = outcome {
+                if leader.is_none() && known != me {
+                    *leader = known;
+                } else if self.shutting_down && *leader == me {
+                    *leader = None;
+                }
+            }
         }
     }
 
     /// Fails every request still waiting, for a clean shutdown: writes get `timeout`
-    /// (they may still commit on the other nodes), reads get `unavailable`.
+    /// (they may still commit on the other nodes), reads get `unavailable`. Requests
+    /// that arrive later are refused.
     pub fn shutdown(&mut self) {
+        self.shutting_down = true;
         self.now = u64::MAX;
         self.expire_requests();
     }
