@@ -9,6 +9,7 @@
 #   make clean       stop, then remove data and logs
 #   make run         the 3 nodes in the foreground, coloured logs, Ctrl-C stops all
 #   make test        every test (unit, simulation, real processes)
+#   make golden      rewrite the golden scripts' output (tests/scripts); review the diff
 #   make sim         long simulation soak (SEEDS=100000 by default)
 #   make bench       the benchmark table of docs/benchmarks.md against `make cluster`
 
@@ -23,7 +24,7 @@ CLIENT_BASE ?= 8000
 # `make restart 2` as well as `make restart N=2`
 N ?= $(word 2,$(MAKECMDGOALS))
 
-.PHONY: build test sim cluster repl status stop clean run kill-leader restart bench fmt lint
+.PHONY: build test golden sim cluster repl status stop clean run kill-leader restart bench fmt lint
 
 build:
 	$(CARGO) build --release
@@ -139,3 +140,7 @@ bench: build $(CLUSTER)
 	  echo "== $$c clients, linearizable gets"; \
 	  $(BIN) bench --cluster $(CLUSTER) --clients $$c --duration 10 --value-size 100 --mix get=100; \
 	done
+
+# Rewrites the expected output of tests/scripts/*.txt; review the diff before committing.
+golden:
+	RAFTKV_GOLDEN=rewrite $(CARGO) test --release --test golden -- --nocapture

@@ -314,6 +314,14 @@ impl RaftNode {
         }
     }
 
+    /// The election timer fires now: a node that does not lead starts a pre-vote at
+    /// once (golden scripts use it to pick who campaigns).
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader {
+            self.become_pre_candidate();
+        }
+    }
+
     /// Handles one message from a peer.
     pub fn step(&mut self, m: Message) {
         if m.to != self.id || !self.peers.contains(&m.from) {

@@ -199,6 +199,11 @@ impl<T> Replica<T> {
         self.expire_requests();
     }
 
+    /// See [`RaftNode::campaign`].
+    pub fn campaign(&mut self) {
+        self.node.campaign();
+    }
+
     pub fn step(&mut self, message: Message) {
         self.node.step(message);
     }

@@ -22,6 +22,7 @@ mod clients;
 pub mod invariants;
 pub mod network;
 pub mod node;
+pub mod script;
 
 use std::{
     cmp::Reverse,
@@ -318,7 +319,8 @@ impl Sim {
     /// Crashes `id`; `point` says where in a turn it happened, if it did.
     fn crash_at(&mut self, id: NodeId, point: Option<CrashPoint>) {
         let node = self.nodes.get_mut(&id).expect("known node");
-        match node.crash(&mut self.rng, &mut self.invariants) {
+        let rng = &mut self.rng;
+        match node.crash(|written| rng.gen_range(0..=written), &mut self.invariants) {
             Err(e) => self.fail(e),
             Ok(None) => {}
             Ok(Some((kept, written))) => {

@@ -137,28 +137,24 @@ impl SimNode {
         self.led_term = None;
     }
 
-    /// Crashes the node: the replica is gone, and of the writes not yet synced a
-    /// random prefix survives. Returns whether it was up, and how many unsynced writes
-    /// survived of how many.
+    /// Crashes the node: the replica is gone, and of the writes not yet synced the
+    /// first `keep(written)` survive. Returns `None` if it was already down, else how
+    /// many unsynced writes survived of how many.
     pub fn crash(
         &mut self,
-        rng: &mut StdRng,
+        keep: impl FnOnce(usize) -> usize,
         inv: &mut Invariants,
     ) -> Result<Option<(usize, usize)>, String> {
         if self.replica.take().is_none() {
             return Ok(None);
         }
         let unsynced = std::mem::take(&mut self.disk.unsynced);
-        let total = unsynced.len();
-        let keep = if total == 0 {
-            0
-        } else {
-            rng.gen_range(0..=total)
-        };
-        for write in unsynced.into_iter().take(keep) {
+        let written = unsynced.len();
+        let kept = keep(written).min(written);
+        for write in unsynced.into_iter().take(kept) {
             self.disk.land(self.id, write, inv)?;
         }
-        Ok(Some((keep, total)))
+        Ok(Some((kept, written)))
     }
 
     /// Runs one turn of the server's turn code on `batch`. With `crash_at`, the node

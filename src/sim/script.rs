@@ -1,0 +1,612 @@
+//! Golden scripts: the core's rules told as stories, checked as text.
+//!
+//! A script is a list of commands, one per line, with `#` comments and blank lines
+//! between them. Running it prints, under each command and indented by two spaces,
+//! what happened: every message sent (`n1@2 → n3 Append base=4@1 [5@2] commit=4`),
+//! dropped messages, role and commit changes, client replies, crashes, and the status
+//! lines asked for. [`run`] returns the script with that output in place, so the test
+//! compares the text it got with the text in the file, and `make golden` writes it
+//! back for review as a diff.
+//!
+//! The cluster is a set of [`SimNode`]s, each running the server's own turn code, on a
+//! network that delivers only when told to: nothing happens between commands, so
+//! every interleaving in a story is one the script chose. Commands:
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [seed=S]` | a new cluster (first line); `leader` elects that node quietly |
+//! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
+//! | `tick [ID...] [n=K]` | K ticks (default 1) on the given nodes (default all live ones) |
+//! | `deliver [to=ID] [from=ID]` | delivers the messages now in flight (all, or those matching), one batch per receiver |
+//! | `stabilize` | delivers until no message is in flight |
+//! | `drop [to=ID] [from=ID]` | loses the messages now in flight (all, or those matching) |
+//! | `partition ID...` | cuts the given nodes off from the others, both ways |
+//! | `cut FROM TO` | cuts the link from FROM to TO only |
+//! | `heal` | restores every link |
+//! | `put ID k=v [k=v...]`, `append ID k=v...` | writes sent to node ID, all in one batch |
+//! | `delete ID k...`, `get ID k... [stale]` | likewise |
+//! | `crash ID [at=before-sync\|after-sync\|message=K] [keep=N]` | crashes the node now, or arms a crash at that point of its next turn; `keep` unsynced writes survive (default 0) |
+//! | `restart ID` | restarts a crashed node from its disk |
+//! | `status [ID...]` | one line per node |
+//! | `log [ID...]` | each node's log, with the commit point |
+
+use std::collections::BTreeMap;
+
+use super::{
+    invariants::Invariants,
+    network::Links,
+    node::{CrashPoint, SimNode},
+    Requester,
+};
+use crate::{
+    kv::{Command, WriteOp},
+    raft::{Config, Entry, Message, NodeId, Payload, Pos, Role, Term},
+    replica::{ClientOp, Input, Outcome, ReplicaConfig},
+};
+
+/// Runs a script and returns its text with every command's output in place (old
+/// output lines are dropped first). An unusable line is an error naming it.
+pub fn run(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut cluster: Option<Cluster> = None;
+    for (number, line) in text.lines().enumerate() {
+        if line.starts_with("  ") {
+            continue; // output of an earlier run
+        }
+        out.push_str(line);
+        out.push('\n');
+        let command = line.trim();
+        if command.is_empty() || command.starts_with('#') {
+            continue;
+        }
+        let fail = |e: String| format!("line {}: {command}: {e}", number + 1);
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let lines = if words[0] == "cluster" {
+            let (c, lines) = Cluster::new(&Args::parse(&words[1..]).map_err(fail)?).map_err(fail)?;
+            cluster = Some(c);
+            lines
+        } else {
+            let c = cluster
+                .as_mut()
+                .ok_or_else(|| fail("the script must start with `cluster`".into()))?;
+            c.command(words[0], &Args::parse(&words[1..]).map_err(fail)?)
+                .map_err(fail)?
+        };
+        for l in lines {
+            out.push_str("  ");
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// A command's arguments: bare words and `key=value` pairs, in order.
+struct Args<'a> {
+    words: Vec<&'a str>,
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Args<'a> {
+    fn parse(words: &[&'a str]) -> Result<Args<'a>, String> {
+        let mut args = Args {
+            words: Vec::new(),
+            pairs: Vec::new(),
+        };
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) => args.pairs.push((k, v)),
+                None => args.words.push(w),
+            }
+        }
+        Ok(args)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+        self.get(key)
+            .map(|v| v.parse().map_err(|_| format!("{key}={v} is not a number")))
+            .transpose()
+    }
+
+    /// The bare words as node ids.
+    fn ids(&self) -> Result<Vec<NodeId>, String> {
+        self.words.iter().map(|w| node_id(w)).collect()
+    }
+
+    /// Exactly one bare node id, first.
+    fn one_id(&self) -> Result<NodeId, String> {
+        node_id(self.words.first().ok_or("which node?")?)
+    }
+}
+
+fn node_id(word: &str) -> Result<NodeId, String> {
+    word.trim_start_matches('n')
+        .parse()
+        .map_err(|_| format!("{word} is not a node id"))
+}
+
+/// The cluster a script drives.
+struct Cluster {
+    ids: Vec<NodeId>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    config: ReplicaConfig,
+    seed: u64,
+    invariants: Invariants,
+    links: Links,
+    /// Messages sent and not yet delivered or dropped, oldest first.
+    in_flight: Vec<Message>,
+    /// Crashes armed for a node's next turn: where, and how many writes survive.
+    armed: BTreeMap<NodeId, (CrashPoint, usize)>,
+    /// What each client request was, by request number, to print its reply.
+    requests: BTreeMap<u64, String>,
+    next_request: u64,
+    /// Output of the current command.
+    out: Vec<String>,
+}
+
+impl Cluster {
+    fn new(args: &Args) -> Result<(Cluster, Vec<String>), String> {
+        let n: u64 = args.number("nodes")?.ok_or("nodes=N is required")?;
+        if !(1..=9).contains(&n) {
+            return Err("nodes must be 1 to 9".into());
+        }
+        let mut config = ReplicaConfig {
+            raft: Config {
+                election_ticks: 10,
+                heartbeat_ticks: 2,
+                ..Config::default()
+            },
+            request_timeout_ticks: 100,
+        };
+        if let Some(t) = args.number("election")? {
+            config.raft.election_ticks = t;
+        }
+        if let Some(t) = args.number("heartbeat")? {
+            config.raft.heartbeat_ticks = t;
+        }
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let mut c = Cluster {
+            nodes: ids.iter().map(|&id| (id, SimNode::new(id))).collect(),
+            ids,
+            config,
+            seed: args.number("seed")?.unwrap_or(0),
+            invariants: Invariants::default(),
+            links: Links::default(),
+            in_flight: Vec::new(),
+            armed: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_request: 1,
+            out: Vec::new(),
+        };
+        for id in c.ids.clone() {
+            c.start(id);
+        }
+        if let Some(leader) = args.number::<NodeId>("leader")? {
+            c.node(leader)?;
+            c.campaign(leader)?;
+            c.stabilize()?;
+            c.out.clear();
+            if c.nodes[&leader].replica.as_ref().map(|r| r.role()) != Some(Role::Leader) {
+                return Err(format!("n{leader} did not win the election"));
+            }
+            c.status(&[])?;
+        }
+        let out = std::mem::take(&mut c.out);
+        Ok((c, out))
+    }
+
+    fn command(&mut self, name: &str, args: &Args) -> Result<Vec<String>, String> {
+        match name {
+            "campaign" => self.campaign(args.one_id()?)?,
+            "tick" => {
+                let n: u32 = args.number("n")?.unwrap_or(1);
+                let ids = self.given_or_live(args)?;
+                for _ in 0..n {
+                    for &id in &ids {
+                        self.turn(id, vec![Input::Tick])?;
+                    }
+                }
+            }
+            "deliver" => self.deliver(args.number("to")?, args.number("from")?)?,
+            "stabilize" => self.stabilize()?,
+            "drop" => {
+                let (to, from) = (args.number("to")?, args.number("from")?);
+                let (dropped, kept) = self
+                    .in_flight
+                    .drain(..)
+                    .partition(|m| matches(m, to, from));
+                self.in_flight = kept;
+                let dropped: Vec<Message> = dropped;
+                for m in dropped {
+                    self.out.push(format!("{m}  ✗ dropped"));
+                }
+            }
+            "partition" => {
+                let cut = args.ids()?;
+                let rest: Vec<NodeId> = self
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|i| !cut.contains(i))
+                    .collect();
+                self.links.partition(&[cut, rest]);
+                self.out.push(format!("cut: {}", self.links.describe()));
+            }
+            "cut" => {
+                let ids = args.ids()?;
+                let [from, to] = ids[..] else {
+                    return Err("cut FROM TO".into());
+                };
+                self.links.cut_one_way(from, to);
+                self.out.push(format!("cut: {}", self.links.describe()));
+            }
+            "heal" => {
+                self.links.heal();
+                self.out.push("network healed".into());
+            }
+            "put" | "append" => self.writes(name, args)?,
+            "delete" | "get" => self.keys(name, args)?,
+            "crash" => self.crash(args)?,
+            "restart" => {
+                let id = args.one_id()?;
+                if self.node(id)?.is_up() {
+                    return Err(format!("n{id} is running"));
+                }
+                self.start(id);
+                self.out.push(format!("n{id} restarts"));
+                self.status(&[id])?;
+            }
+            "status" => self.status(&args.ids()?)?,
+            "log" => self.logs(&args.ids()?)?,
+            other => return Err(format!("unknown command {other:?}")),
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    fn node(&self, id: NodeId) -> Result<&SimNode, String> {
+        self.nodes.get(&id).ok_or_else(|| format!("no node n{id}"))
+    }
+
+    fn given_or_live(&self, args: &Args) -> Result<Vec<NodeId>, String> {
+        let ids = args.ids()?;
+        for &id in &ids {
+            self.node(id)?;
+        }
+        Ok(if ids.is_empty() {
+            self.ids
+                .iter()
+                .copied()
+                .filter(|id| self.nodes[id].is_up())
+                .collect()
+        } else {
+            ids
+        })
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.start(&self.ids, &self.config, self.seed);
+    }
+
+    fn campaign(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).ok_or(format!("no node n{id}"))?;
+        let replica = node.replica.as_mut().ok_or(format!("n{id} is down"))?;
+        let before = Look::of(replica);
+        replica.campaign();
+        self.turn_from(id, Vec::new(), Some(before))
+    }
+
+    /// Delivers the messages now in flight that match, one batch per receiver in id
+    /// order; messages sent meanwhile wait for the next delivery.
+    fn deliver(&mut self, to: Option<NodeId>, from: Option<NodeId>) -> Result<(), String> {
+        let (now, later): (Vec<Message>, Vec<Message>) = self
+            .in_flight
+            .drain(..)
+            .partition(|m| matches(m, to, from));
+        self.in_flight = later;
+        let mut batches: BTreeMap<NodeId, Vec<Input<Requester>>> = BTreeMap::new();
+        for m in now {
+            if self.links.is_cut(m.from, m.to) {
+                self.out.push(format!("{m}  ✗ link cut"));
+            } else if !self.nodes.get(&m.to).is_some_and(SimNode::is_up) {
+                self.out.push(format!("{m}  ✗ n{} is down", m.to));
+            } else {
+                batches.entry(m.to).or_default().push(Input::Peer(m));
+            }
+        }
+        for (id, batch) in batches {
+            self.turn(id, batch)?;
+        }
+        Ok(())
+    }
+
+    fn stabilize(&mut self) -> Result<(), String> {
+        for _ in 0..100 {
+            if self.in_flight.is_empty() {
+                return Ok(());
+            }
+            self.deliver(None, None)?;
+        }
+        Err("still not stable after 100 rounds of delivery".into())
+    }
+
+    fn writes(&mut self, name: &str, args: &Args) -> Result<(), String> {
+        let id = args.one_id()?;
+        let mut batch = Vec::new();
+        for &(key, value) in &args.pairs {
+            let op = match name {
+                "put" => WriteOp::Put {
+                    value: value.into(),
+                },
+                _ => WriteOp::Append {
+                    value: value.into(),
+                },
+            };
+            let command = Command {
+                key: key.into(),
+                op,
+                session: None,
+            };
+            batch.push(self.request(ClientOp::Write(command), format!("{name} {key}={value}")));
+        }
+        self.turn(id, batch)
+    }
+
+    fn keys(&mut self, name: &str, args: &Args) -> Result<(), String> {
+        let id = args.one_id()?;
+        let stale = args.words.contains(&"stale");
+        let mut batch = Vec::new();
+        for &key in args.words[1..].iter().filter(|&&w| w != "stale") {
+            let op = match name {
+                "get" => ClientOp::Get {
+                    key: key.into(),
+                    stale,
+                },
+                _ => ClientOp::Write(Command {
+                    key: key.into(),
+                    op: WriteOp::Delete,
+                    session: None,
+                }),
+            };
+            let what = if stale {
+                format!("{name} {key} (stale)")
+            } else {
+                format!("{name} {key}")
+            };
+            batch.push(self.request(op, what));
+        }
+        self.turn(id, batch)
+    }
+
+    fn request(&mut self, op: ClientOp, what: String) -> Input<Requester> {
+        let number = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(number, what);
+        Input::Request(op, Requester::Script(number))
+    }
+
+    fn crash(&mut self, args: &Args) -> Result<(), String> {
+        let id = args.one_id()?;
+        let keep: usize = args.number("keep")?.unwrap_or(0);
+        let point = match args.get("at") {
+            None => None,
+            Some("before-sync") => Some(CrashPoint::BeforeSync),
+            Some("after-sync") => Some(CrashPoint::AfterSync),
+            Some(other) => return Err(format!("at={other}: before-sync or after-sync")),
+        };
+        let point = match (point, args.number::<usize>("message")?) {
+            (None, Some(k)) => Some(CrashPoint::BeforeMessage(k)),
+            (p, None) => p,
+            (Some(_), Some(_)) => return Err("give at= or message=, not both".into()),
+        };
+        match point {
+            Some(p) => {
+                self.node(id)?;
+                self.armed.insert(id, (p, keep));
+                self.out.push(format!("n{id} will crash at {}", describe_point(p)));
+                Ok(())
+            }
+            None => self.crash_now(id, None, keep),
+        }
+    }
+
+    fn crash_now(&mut self, id: NodeId, point: Option<CrashPoint>, keep: usize) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).ok_or(format!("no node n{id}"))?;
+        let Some((kept, written)) = node.crash(|_| keep, &mut self.invariants)? else {
+            return Err(format!("n{id} is already down"));
+        };
+        let at = point.map_or(String::new(), |p| format!(" at {}", describe_point(p)));
+        let survive = if written > 0 {
+            format!(" ({kept} of {written} unsynced writes survive)")
+        } else {
+            String::new()
+        };
+        self.out.push(format!("n{id} crashes{at}{survive}"));
+        self.invariants
+            .check_durability(&self.disks())
+            .map_err(|e| format!("VIOLATION: {e}"))
+    }
+
+    fn disks(&self) -> Vec<(NodeId, &[Entry])> {
+        self.nodes
+            .iter()
+            .map(|(&id, n)| (id, n.disk.log.as_slice()))
+            .collect()
+    }
+
+    /// One turn of node `id` on `batch`, and its effects printed.
+    fn turn(&mut self, id: NodeId, batch: Vec<Input<Requester>>) -> Result<(), String> {
+        let before = self.nodes[&id].replica.as_ref().map(Look::of);
+        self.turn_from(id, batch, before)
+    }
+
+    /// [`turn`](Self::turn), reporting changes against `before`.
+    fn turn_from(
+        &mut self,
+        id: NodeId,
+        batch: Vec<Input<Requester>>,
+        before: Option<Look>,
+    ) -> Result<(), String> {
+        let armed = self.armed.remove(&id);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let output = node.turn(batch, armed.map(|a| a.0), &mut self.invariants);
+        let after = node.replica.as_ref().map(Look::of);
+        if let Some(e) = output.violation {
+            return Err(format!("VIOLATION: {e}"));
+        }
+        if let (Some(b), Some(a)) = (before, after) {
+            if a.role != b.role {
+                self.out.push(format!(
+                    "n{id}@{} {} → {}",
+                    a.term,
+                    b.role.as_str(),
+                    a.role.as_str()
+                ));
+            } else if a.term != b.term {
+                self.out.push(format!(
+                    "n{id}@{} {}, term was {}",
+                    a.term,
+                    a.role.as_str(),
+                    b.term
+                ));
+            }
+            if a.commit != b.commit {
+                self.out.push(format!("n{id}@{} commit={}", a.term, a.commit));
+            }
+        }
+        for m in output.messages {
+            self.out.push(m.to_string());
+            self.in_flight.push(m);
+        }
+        for (to, outcome) in output.replies {
+            let Requester::Script(number) = to else {
+                continue;
+            };
+            let what = self.requests.remove(&number).unwrap_or_default();
+            self.out
+                .push(format!("n{id} → client: {what} → {}", describe_outcome(&outcome)));
+        }
+        if let Some(point) = output.crashed {
+            self.crash_now(id, Some(point), armed.map_or(0, |a| a.1))?;
+        } else if let Some((p, keep)) = armed {
+            // The turn never reached that point: keep it armed for the next one.
+            self.armed.insert(id, (p, keep));
+        }
+        Ok(())
+    }
+
+    fn status(&mut self, ids: &[NodeId]) -> Result<(), String> {
+        let ids = if ids.is_empty() { self.ids.clone() } else { ids.to_vec() };
+        for id in ids {
+            let node = self.node(id)?;
+            let line = match &node.replica {
+                Some(r) => {
+                    let n = r.node();
+                    let leader = n.leader().map_or("-".into(), |l| format!("n{l}"));
+                    let vote = n.hard_state().voted_for.map_or("-".into(), |v| format!("n{v}"));
+                    format!(
+                        "n{id}@{} {} leader={leader} vote={vote} last={} commit={} applied={}",
+                        n.term(),
+                        n.role().as_str(),
+                        Pos(n.last_index(), n.log().last_term()),
+                        n.commit_index(),
+                        n.applied_index()
+                    )
+                }
+                None => {
+                    let d = &node.disk;
+                    let last = d.log.last().map_or(Pos(0, 0), |e| Pos(e.index, e.term));
+                    format!(
+                        "n{id} down (on disk: term={} vote={} last={last})",
+                        d.hard_state.term,
+                        d.hard_state.voted_for.map_or("-".into(), |v| format!("n{v}"))
+                    )
+                }
+            };
+            self.out.push(line);
+        }
+        Ok(())
+    }
+
+    fn logs(&mut self, ids: &[NodeId]) -> Result<(), String> {
+        let ids = if ids.is_empty() { self.ids.clone() } else { ids.to_vec() };
+        for id in ids {
+            let node = self.node(id)?;
+            let (entries, commit): (Vec<Entry>, u64) = match &node.replica {
+                Some(r) => {
+                    let n = r.node();
+                    ((1..=n.last_index()).filter_map(|i| n.log().get(i).cloned()).collect(), n.commit_index())
+                }
+                None => (node.disk.log.clone(), 0),
+            };
+            let mut parts = Vec::new();
+            for e in &entries {
+                parts.push(format!("{} {}", Pos(e.index, e.term), describe_entry(e)));
+                if e.index == commit && commit < entries.len() as u64 {
+                    parts.push("|".into());
+                }
+            }
+            let body = if parts.is_empty() { "(empty)".into() } else { parts.join(", ") };
+            let down = if node.is_up() { "" } else { " (down, on disk)" };
+            self.out.push(format!("n{id}{down}: {body}"));
+        }
+        Ok(())
+    }
+}
+
+/// What a turn may change that the script reports.
+#[derive(Clone, Copy)]
+struct Look {
+    role: Role,
+    term: Term,
+    commit: u64,
+}
+
+impl Look {
+    fn of(r: &crate::replica::Replica<Requester>) -> Look {
+        Look {
+            role: r.role(),
+            term: r.node().term(),
+            commit: r.node().commit_index(),
+        }
+    }
+}
+
+fn matches(m: &Message, to: Option<NodeId>, from: Option<NodeId>) -> bool {
+    to.is_none_or(|t| m.to == t) && from.is_none_or(|f| m.from == f)
+}
+
+fn describe_point(p: CrashPoint) -> String {
+    match p {
+        CrashPoint::BeforeSync => "before-sync".into(),
+        CrashPoint::AfterSync => "after-sync".into(),
+        CrashPoint::BeforeMessage(k) => format!("message={k}"),
+    }
+}
+
+fn describe_entry(e: &Entry) -> String {
+    match &e.payload {
+        Payload::Noop => "noop".into(),
+        Payload::Command(c) => match &c.op {
+            WriteOp::Put { value } => format!("put {}={value}", c.key),
+            WriteOp::Append { value } => format!("append {}={value}", c.key),
+            WriteOp::Delete => format!("delete {}", c.key),
+        },
+    }
+}
+
+fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Value(Some(v)) => format!("{v:?}"),
+        Outcome::Value(None) => "(missing)".into(),
+        Outcome::Written => "ok".into(),
+        Outcome::Failed { code, leader, .. } => match leader {
+            Some(l) => format!("{} (leader n{l})", code.as_str()),
+            None => code.as_str().to_string(),
+        },
+    }
+}
