@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::{
     client::{Client, ClientError, ClientOptions},
     protocol::{Status, DEFAULT_MAX_CLIENT_LINE},
+    replica::DEFAULT_TICK_MS,
     server::NodeOptions,
 };
 
@@ -96,8 +97,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "LEVEL", default_value = "info",
           value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
-    /// Length of one Raft tick in milliseconds: heartbeats go out every 5 ticks and elections time out after 30 to 60
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Length of one Raft tick in milliseconds: heartbeats go out every 2 ticks, elections time out after 10 to 20, requests after 2 s
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TICK_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub tick_ms: u64,
     /// Longest request line accepted from a client, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CLIENT_LINE)]

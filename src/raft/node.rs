@@ -25,10 +25,15 @@ pub struct Config {
     pub max_append_bytes: usize,
 }
 
+impl Config {
+    /// The default base election timeout, in ticks.
+    pub const DEFAULT_ELECTION_TICKS: u32 = 10;
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
-            election_ticks: 10,
+            election_ticks: Config::DEFAULT_ELECTION_TICKS,
             heartbeat_ticks: 2,
             max_inflight: 8,
             max_append_bytes: 1 << 20,

@@ -71,7 +71,20 @@ impl Outcome {
     }
 }
 
-/// Replica knobs beyond the Raft core's.
+/// The length of a tick on a real node unless `--tick-ms` says otherwise. With the
+/// core's default timing ([`Config::default`]: elections after 10–20 ticks, heartbeats
+/// every 2) a follower waits 300–600 ms for its leader and a leader heartbeats every
+/// 60 ms. The simulator and the golden scripts count the same ticks.
+pub const DEFAULT_TICK_MS: u64 = 30;
+
+/// How long a request may wait for commit or read confirmation before it is answered
+/// `timeout` (a write: outcome unknown) or `unavailable` (a read). Shorter than the
+/// client's 3 s wait for an answer, so the client hears the verdict instead of giving
+/// up on the connection.
+pub const REQUEST_TIMEOUT_MS: u64 = 2000;
+
+/// Replica knobs beyond the Raft core's. This and [`Config::default`] are the one place
+/// where the timing defaults of the server, the simulator and the tests live.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     pub raft: Config,
@@ -80,12 +93,26 @@ pub struct ReplicaConfig {
     pub request_timeout_ticks: u32,
 }
 
-impl Default for ReplicaConfig {
-    fn default() -> ReplicaConfig {
+impl ReplicaConfig {
+    /// The default timing for ticks of `tick_ms` milliseconds: the same Raft timing in
+    /// ticks, and a request timeout of [`REQUEST_TIMEOUT_MS`] of wall time (never less
+    /// than two election timeouts, so a request can outlive one election).
+    pub fn for_tick(tick_ms: u64) -> ReplicaConfig {
+        let raft = Config::default();
+        let ticks = REQUEST_TIMEOUT_MS.div_ceil(tick_ms.max(1));
         ReplicaConfig {
-            raft: Config::default(),
-            request_timeout_ticks: 100,
+            request_timeout_ticks: u32::try_from(ticks)
+                .unwrap_or(u32::MAX)
+                .max(2 * raft.election_ticks),
+            raft,
         }
+    }
+}
+
+impl Default for ReplicaConfig {
+    /// [`ReplicaConfig::for_tick`] at [`DEFAULT_TICK_MS`].
+    fn default() -> ReplicaConfig {
+        ReplicaConfig::for_tick(DEFAULT_TICK_MS)
     }
 }
 

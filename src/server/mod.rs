@@ -95,7 +95,7 @@ use parking_lot::Mutex;
 use crate::{
     error::{Error, Result},
     protocol::DEFAULT_MAX_CLIENT_LINE,
-    replica::Outcome,
+    replica::{Outcome, DEFAULT_TICK_MS},
 };
 use logging::{info, warning, Level};
 use shared::{Input, Shared};
@@ -117,8 +117,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// `error`, `warn`, `info` or `debug` (debug traces every Raft message).
     pub log_level: String,
-    /// Length of one Raft tick in milliseconds. Elections time out after 30–60 ticks,
-    /// leaders heartbeat every 5; 10 ms gives 300–600 ms and 50 ms.
+    /// Length of one Raft tick in milliseconds; the timing in ticks is
+    /// [`ReplicaConfig::for_tick`](crate::replica::ReplicaConfig::for_tick).
     pub tick_ms: u64,
     /// Longest client request line accepted, in bytes; longer ones get `bad_request`
     /// and the connection is closed.
@@ -126,14 +126,14 @@ pub struct NodeOptions {
 }
 
 impl Default for NodeOptions {
-    /// Node 1, `cluster.json`, `data/`, `info`, 10 ms ticks, the default line limit.
+    /// Node 1, `cluster.json`, `data/`, `info`, the default tick and line limit.
     fn default() -> NodeOptions {
         NodeOptions {
             id: 1,
             cluster: PathBuf::from("cluster.json"),
             data_dir: PathBuf::from("data"),
             log_level: "info".into(),
-            tick_ms: 10,
+            tick_ms: DEFAULT_TICK_MS,
             max_line_bytes: DEFAULT_MAX_CLIENT_LINE,
         }
     }

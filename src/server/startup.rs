@@ -10,20 +10,10 @@ use super::{
 use crate::{
     config::{ClusterConfig, NodeSpec},
     error::{Error, Result},
-    raft::{Config, Pos},
+    raft::Pos,
     replica::{Replica, ReplicaConfig},
     storage::Storage,
 };
-
-/// Base election timeout in ticks (a wait is drawn from `[30, 60)` ticks: 300–600 ms
-/// at the default 10 ms tick).
-pub(crate) const ELECTION_TICKS: u32 = 30;
-/// Heartbeat interval in ticks (50 ms at the default tick).
-pub(crate) const HEARTBEAT_TICKS: u32 = 5;
-/// How long a request may wait for commit or read confirmation before it is answered
-/// `timeout` / `unavailable`; shorter than the client's 3 s per-request wait, so the
-/// client hears the answer instead of giving up on the connection.
-pub(crate) const REQUEST_TIMEOUT_MS: u64 = 2000;
 
 /// Everything recovered and decided before any thread starts.
 pub(crate) struct Boot {
@@ -90,17 +80,7 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
         }
     );
 
-    let tick_ms = options.tick_ms.max(1);
-    let config = ReplicaConfig {
-        raft: Config {
-            election_ticks: ELECTION_TICKS,
-            heartbeat_ticks: HEARTBEAT_TICKS,
-            ..Config::default()
-        },
-        request_timeout_ticks: u32::try_from(REQUEST_TIMEOUT_MS.div_ceil(tick_ms))
-            .unwrap_or(u32::MAX)
-            .max(2 * ELECTION_TICKS),
-    };
+    let config = ReplicaConfig::for_tick(options.tick_ms);
     let members: Vec<u64> = membership.nodes.iter().map(|n| n.id).collect();
     let replica = Replica::new(options.id, &members, config, seed(), hs, recovered.entries);
     Ok(Boot {

@@ -86,20 +86,17 @@ pub struct SimConfig {
 impl SimConfig {
     /// A quiet cluster: reliable network, no faults, no clients.
     pub fn new(seed: u64, nodes: usize) -> SimConfig {
-        let mut replica = ReplicaConfig::default();
-        replica.raft.election_ticks = 10;
-        replica.raft.heartbeat_ticks = 2;
-        replica.request_timeout_ticks = 60;
         SimConfig {
             seed,
             nodes,
             network: NetworkConfig::reliable(),
-            replica,
+            replica: ReplicaConfig::default(),
             faults: FaultConfig::default(),
             clients: 0,
             keys: 3,
             client_rate: 0.3,
-            client_timeout_ticks: 40,
+            // The real client's 3 s wait at the default tick.
+            client_timeout_ticks: 100,
             trace: 0,
         }
     }

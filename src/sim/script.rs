@@ -40,7 +40,7 @@ use super::{
 };
 use crate::{
     kv::{Command, WriteOp},
-    raft::{Config, Entry, Message, NodeId, Payload, Pos, Role, Term},
+    raft::{Entry, Message, NodeId, Payload, Pos, Role, Term},
     replica::{ClientOp, Input, Outcome, ReplicaConfig},
 };
 
@@ -62,7 +62,8 @@ pub fn run(text: &str) -> Result<String, String> {
         let fail = |e: String| format!("line {}: {command}: {e}", number + 1);
         let words: Vec<&str> = command.split_whitespace().collect();
         let lines = if words[0] == "cluster" {
-            let (c, lines) = Cluster::new(&Args::parse(&words[1..]).map_err(fail)?).map_err(fail)?;
+            let (c, lines) =
+                Cluster::new(&Args::parse(&words[1..]).map_err(fail)?).map_err(fail)?;
             cluster = Some(c);
             lines
         } else {
@@ -154,14 +155,7 @@ impl Cluster {
         if !(1..=9).contains(&n) {
             return Err("nodes must be 1 to 9".into());
         }
-        let mut config = ReplicaConfig {
-            raft: Config {
-                election_ticks: 10,
-                heartbeat_ticks: 2,
-                ..Config::default()
-            },
-            request_timeout_ticks: 100,
-        };
+        let mut config = ReplicaConfig::default();
         if let Some(t) = args.number("election")? {
             config.raft.election_ticks = t;
         }
@@ -215,10 +209,7 @@ impl Cluster {
             "stabilize" => self.stabilize()?,
             "drop" => {
                 let (to, from) = (args.number("to")?, args.number("from")?);
-                let (dropped, kept) = self
-                    .in_flight
-                    .drain(..)
-                    .partition(|m| matches(m, to, from));
+                let (dropped, kept) = self.in_flight.drain(..).partition(|m| matches(m, to, from));
                 self.in_flight = kept;
                 let dropped: Vec<Message> = dropped;
                 for m in dropped {
@@ -303,10 +294,8 @@ impl Cluster {
     /// Delivers the messages now in flight that match, one batch per receiver in id
     /// order; messages sent meanwhile wait for the next delivery.
     fn deliver(&mut self, to: Option<NodeId>, from: Option<NodeId>) -> Result<(), String> {
-        let (now, later): (Vec<Message>, Vec<Message>) = self
-            .in_flight
-            .drain(..)
-            .partition(|m| matches(m, to, from));
+        let (now, later): (Vec<Message>, Vec<Message>) =
+            self.in_flight.drain(..).partition(|m| matches(m, to, from));
         self.in_flight = later;
         let mut batches: BTreeMap<NodeId, Vec<Input<Requester>>> = BTreeMap::new();
         for m in now {
@@ -407,14 +396,20 @@ impl Cluster {
             Some(p) => {
                 self.node(id)?;
                 self.armed.insert(id, (p, keep));
-                self.out.push(format!("n{id} will crash at {}", describe_point(p)));
+                self.out
+                    .push(format!("n{id} will crash at {}", describe_point(p)));
                 Ok(())
             }
             None => self.crash_now(id, None, keep),
         }
     }
 
-    fn crash_now(&mut self, id: NodeId, point: Option<CrashPoint>, keep: usize) -> Result<(), String> {
+    fn crash_now(
+        &mut self,
+        id: NodeId,
+        point: Option<CrashPoint>,
+        keep: usize,
+    ) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).ok_or(format!("no node n{id}"))?;
         let Some((kept, written)) = node.crash(|_| keep, &mut self.invariants)? else {
             return Err(format!("n{id} is already down"));
@@ -475,7 +470,8 @@ impl Cluster {
                 ));
             }
             if a.commit != b.commit {
-                self.out.push(format!("n{id}@{} commit={}", a.term, a.commit));
+                self.out
+                    .push(format!("n{id}@{} commit={}", a.term, a.commit));
             }
         }
         for m in output.messages {
@@ -487,8 +483,10 @@ impl Cluster {
                 continue;
             };
             let what = self.requests.remove(&number).unwrap_or_default();
-            self.out
-                .push(format!("n{id} → client: {what} → {}", describe_outcome(&outcome)));
+            self.out.push(format!(
+                "n{id} → client: {what} → {}",
+                describe_outcome(&outcome)
+            ));
         }
         if let Some(point) = output.crashed {
             self.crash_now(id, Some(point), armed.map_or(0, |a| a.1))?;
@@ -500,14 +498,21 @@ impl Cluster {
     }
 
     fn status(&mut self, ids: &[NodeId]) -> Result<(), String> {
-        let ids = if ids.is_empty() { self.ids.clone() } else { ids.to_vec() };
+        let ids = if ids.is_empty() {
+            self.ids.clone()
+        } else {
+            ids.to_vec()
+        };
         for id in ids {
             let node = self.node(id)?;
             let line = match &node.replica {
                 Some(r) => {
                     let n = r.node();
                     let leader = n.leader().map_or("-".into(), |l| format!("n{l}"));
-                    let vote = n.hard_state().voted_for.map_or("-".into(), |v| format!("n{v}"));
+                    let vote = n
+                        .hard_state()
+                        .voted_for
+                        .map_or("-".into(), |v| format!("n{v}"));
                     format!(
                         "n{id}@{} {} leader={leader} vote={vote} last={} commit={} applied={}",
                         n.term(),
@@ -523,7 +528,9 @@ impl Cluster {
                     format!(
                         "n{id} down (on disk: term={} vote={} last={last})",
                         d.hard_state.term,
-                        d.hard_state.voted_for.map_or("-".into(), |v| format!("n{v}"))
+                        d.hard_state
+                            .voted_for
+                            .map_or("-".into(), |v| format!("n{v}"))
                     )
                 }
             };
@@ -533,13 +540,22 @@ impl Cluster {
     }
 
     fn logs(&mut self, ids: &[NodeId]) -> Result<(), String> {
-        let ids = if ids.is_empty() { self.ids.clone() } else { ids.to_vec() };
+        let ids = if ids.is_empty() {
+            self.ids.clone()
+        } else {
+            ids.to_vec()
+        };
         for id in ids {
             let node = self.node(id)?;
             let (entries, commit): (Vec<Entry>, u64) = match &node.replica {
                 Some(r) => {
                     let n = r.node();
-                    ((1..=n.last_index()).filter_map(|i| n.log().get(i).cloned()).collect(), n.commit_index())
+                    (
+                        (1..=n.last_index())
+                            .filter_map(|i| n.log().get(i).cloned())
+                            .collect(),
+                        n.commit_index(),
+                    )
                 }
                 None => (node.disk.log.clone(), 0),
             };
@@ -550,7 +566,11 @@ impl Cluster {
                     parts.push("|".into());
                 }
             }
-            let body = if parts.is_empty() { "(empty)".into() } else { parts.join(", ") };
+            let body = if parts.is_empty() {
+                "(empty)".into()
+            } else {
+                parts.join(", ")
+            };
             let down = if node.is_up() { "" } else { " (down, on disk)" };
             self.out.push(format!("n{id}{down}: {body}"));
         }

@@ -29,9 +29,10 @@ use std::{
 use serde_json::{json, Value};
 
 /// Milliseconds per Raft tick used by the tests (the node default).
-pub const TICK_MS: u64 = 10;
-/// Upper bound of one election timeout at [`TICK_MS`] (60 ticks).
-pub const ELECTION: Duration = Duration::from_millis(60 * TICK_MS);
+pub const TICK_MS: u64 = raftkv::replica::DEFAULT_TICK_MS;
+/// Upper bound of one election timeout at [`TICK_MS`] (twice the base timeout).
+pub const ELECTION: Duration =
+    Duration::from_millis(2 * raftkv::raft::Config::DEFAULT_ELECTION_TICKS as u64 * TICK_MS);
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_raftkv")
