@@ -19,7 +19,11 @@
 //! **Roles** (§5.1). Every node is a follower, pre-candidate, candidate or leader. Each
 //! role is entered through exactly one function (`become_follower`, `become_pre_candidate`,
 //! `become_candidate`, `become_leader` in `node.rs`), so the rules of Figure 2 can be read
-//! off those functions.
+//! off those functions. The role is one value, `RoleState` (role.rs), that carries only
+//! what the role needs: a follower the leader it knows of, a (pre-)candidate the votes of
+//! its campaign, a leader its `LeaderState` (progress per follower, heartbeat and
+//! check-quorum clocks, reads waiting for confirmation). Leaving a role drops its data,
+//! so no leader-only field can be stale or half-reset. Callers see a plain `Role`.
 //!
 //! **Elections** (§5.2, §5.4.1). A follower that hears nothing for a randomized
 //! election timeout (drawn from `[election_ticks, 2 * election_ticks)` with the seeded
@@ -36,10 +40,13 @@
 //! A leader that has not heard from a majority within an election timeout steps down, so
 //! a leader cut off from the majority stops serving reads and writes.
 //!
-//! **Replication** (§5.3). The leader keeps a `Progress` (progress.rs) per follower. While
-//! it does not know where their logs meet it *probes* with one AppendEntries at a time;
-//! once an append succeeds it *replicates*, streaming batches optimistically with at most
-//! `max_inflight` unacknowledged. All proposals since the last `Ready` travel in one
+//! **Replication** (§5.3). The leader keeps a `Progress` (progress.rs) per follower, in
+//! one of two states (`ProgressState`). While it does not know where their logs meet it
+//! *probes* (`Probe { sent }`) with one AppendEntries at a time, resent by each heartbeat;
+//! once an append succeeds it *replicates* (`Replicate { inflight }`), streaming batches
+//! optimistically with at most `max_inflight` unacknowledged. Any rejection returns the
+//! follower to probing with nothing in flight. The transitions are methods of `Progress`
+//! (`on_match`, `on_reject`, `on_probe_sent`, `on_batch_sent`). All proposals since the last `Ready` travel in one
 //! append per follower (batching). A follower checks `prev_index@prev_term`; on a
 //! mismatch it answers with a hint (the conflicting term and the first index of that term
 //! in its log, or its log's end), so the leader skips a whole divergent term per round
@@ -57,7 +64,9 @@
 //! its no-op commits. A read on a non-leader fails, and so does a read whose round a
 //! quorum has not yet confirmed when its leader loses leadership; it is never answered
 //! with possibly stale data. (A read already confirmed is still served: its leadership
-//! check happened after it arrived, so it is linearizable.)
+//! check happened after it arrived, so it is linearizable. That is why confirmed reads
+//! live on the node, not in `LeaderState`, and why the round counter does too: rounds
+//! keep increasing across terms.)
 //!
 //! **Failure of a leader's proposals.** A proposal on a non-leader is refused with the
 //! leader's id, and nothing is appended. A leader that steps down reports its
@@ -79,10 +88,12 @@
 mod log;
 mod node;
 mod progress;
+mod role;
 mod types;
 
 pub use log::Log;
-pub use node::{Config, NotLeader, RaftNode, ReadId, Ready, Role};
+pub use node::{Config, NotLeader, RaftNode, ReadId, Ready};
+pub use role::Role;
 pub use types::*;
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! One Raft node: the roles, the RPC handlers and the outputs the caller drains.
 
-use std::collections::{BTreeMap, VecDeque};
-
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::{
-    log::Log, progress::Progress, AppendResult, Body, Entry, HardState, Index, Message, NodeId,
-    Payload, Term,
+    log::Log,
+    progress::{Progress, ProgressState},
+    role::{LeaderState, PendingRead, Role, RoleState, Tally, Votes},
+    AppendResult, Body, Entry, HardState, Index, Message, NodeId, Payload, Term,
 };
 use crate::kv::Command;
 
@@ -41,26 +41,6 @@ impl Default for Config {
     }
 }
 
-/// A node's role (§5.1, plus pre-candidate from thesis §9.6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Follower,
-    PreCandidate,
-    Candidate,
-    Leader,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Follower => "follower",
-            Role::PreCandidate => "pre_candidate",
-            Role::Candidate => "candidate",
-            Role::Leader => "leader",
-        }
-    }
-}
-
 /// A caller's handle for one linearizable read.
 pub type ReadId = u64;
 
@@ -80,9 +60,13 @@ pub struct NotLeader {
 ///    proposals at index >= `aborted_from` as outcome-unknown.
 #[derive(Debug, Default)]
 pub struct Ready {
+    /// Term and vote, if they changed since the last `Ready`.
     pub hard_state: Option<HardState>,
+    /// Entries to persist, in index order.
     pub entries: Vec<Entry>,
+    /// Messages to send, in order.
     pub messages: Vec<Message>,
+    /// Newly committed entries to apply, in index order.
     pub committed: Vec<Entry>,
     /// Reads confirmed by a quorum whose read index is applied once `committed` is.
     pub reads: Vec<ReadId>,
@@ -104,58 +88,52 @@ impl Ready {
     }
 }
 
-/// A read waiting for its leadership confirmation round.
-#[derive(Clone, Copy, Debug)]
-struct PendingRead {
-    id: ReadId,
-    /// The commit index when the read arrived; served once applied.
-    index: Index,
-    /// The heartbeat round that must be acknowledged by a quorum.
-    round: u64,
-}
-
 /// A pure Raft node. See the module documentation of [`crate::raft`].
 pub struct RaftNode {
+    /// This node's id.
     id: NodeId,
     /// The other members, sorted so every iteration is deterministic.
     peers: Vec<NodeId>,
+    /// Timing and flow-control knobs.
     config: Config,
+    /// The only source of randomness (election timeouts), seeded by the caller.
     rng: StdRng,
 
+    /// Current term (Figure 2); durable.
     term: Term,
+    /// Whom this node voted for in `term` (Figure 2); durable.
     voted_for: Option<NodeId>,
-    role: Role,
-    leader: Option<NodeId>,
+    /// The role, with the data only that role has (role.rs).
+    role: RoleState,
+    /// The log, and how much of it is durable.
     log: Log,
+    /// Highest index known to be committed.
     commit: Index,
     /// Committed entries up to here have been handed to the caller to apply.
     applied: Index,
 
-    /// Ticks since the last election-timer reset (followers/candidates), or since the
-    /// start of the current check-quorum window (leaders).
+    /// Ticks since the last election-timer reset (followers and (pre-)candidates; a
+    /// leader keeps its own clocks in `LeaderState`).
     election_elapsed: u32,
+    /// This wait's election timeout, drawn from `[election_ticks, 2 * election_ticks)`.
     randomized_timeout: u32,
-    heartbeat_elapsed: u32,
 
-    /// Votes (or pre-votes) received in the current campaign.
-    votes: BTreeMap<NodeId, bool>,
-    /// Per-follower replication state; only meaningful while leader.
-    progress: BTreeMap<NodeId, Progress>,
-
-    /// Latest ReadIndex round started; monotonic across terms.
+    /// Latest ReadIndex round started; monotonic across terms, so it stays on the node
+    /// rather than in `LeaderState` (every Append carries it).
     read_round: u64,
-    /// Reads that arrived before this leader committed an entry of its term.
-    reads_before_commit: Vec<ReadId>,
-    /// Reads not yet assigned a round (one round is shared by the whole batch).
-    reads_unsent: Vec<ReadId>,
-    reads_pending: VecDeque<PendingRead>,
-    /// Reads confirmed by a quorum, waiting for their index to be applied.
+    /// Reads confirmed by a quorum, waiting for their index to be applied. Kept on the
+    /// node, not in `LeaderState`: a read confirmed before leadership is lost is still
+    /// served (its leadership check happened after it arrived).
     reads_confirmed: Vec<(ReadId, Index)>,
 
     // Outputs, drained by `ready`.
+    /// Term or vote changed since the last `Ready`.
     hard_state_dirty: bool,
+    /// Messages to send, in order.
     outbox: Vec<Message>,
+    /// Reads this node cannot serve.
     failed_reads: Vec<ReadId>,
+    /// Lowest index of a proposal whose outcome became unknown when leadership was lost.
     aborted_from: Option<Index>,
 }
 
@@ -185,20 +163,13 @@ impl RaftNode {
             rng: StdRng::seed_from_u64(seed),
             term: hard_state.term,
             voted_for: hard_state.voted_for,
-            role: Role::Follower,
-            leader: None,
+            role: RoleState::Follower { leader: None },
             log: Log::restore(entries),
             commit: 0,
             applied: 0,
             election_elapsed: 0,
             randomized_timeout: 0,
-            heartbeat_elapsed: 0,
-            votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
             read_round: 0,
-            reads_before_commit: Vec::new(),
-            reads_unsent: Vec::new(),
-            reads_pending: VecDeque::new(),
             reads_confirmed: Vec::new(),
             hard_state_dirty: false,
             outbox: Vec::new(),
@@ -218,13 +189,18 @@ impl RaftNode {
         self.term
     }
     pub fn role(&self) -> Role {
-        self.role
+        self.role.role()
     }
+    /// The leader of the current term, if known (this node's own id while leading).
     pub fn leader(&self) -> Option<NodeId> {
-        self.leader
+        match &self.role {
+            RoleState::Follower { leader } => *leader,
+            RoleState::Leader(_) => Some(self.id),
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => None,
+        }
     }
     pub fn is_leader(&self) -> bool {
-        self.role == Role::Leader
+        matches!(self.role, RoleState::Leader(_))
     }
     pub fn commit_index(&self) -> Index {
         self.commit
@@ -256,34 +232,61 @@ impl RaftNode {
         members / 2 + 1
     }
 
+    /// The leader's state. Only called while leading.
+    fn leader_state(&mut self) -> &mut LeaderState {
+        match &mut self.role {
+            RoleState::Leader(leader) => leader,
+            _ => unreachable!("only a leader has leader state"),
+        }
+    }
+
+    /// The leader's progress for `peer`. Only called while leading.
+    fn progress(&self, peer: NodeId) -> &Progress {
+        match &self.role {
+            RoleState::Leader(leader) => &leader.progress[&peer],
+            _ => unreachable!("only a leader tracks progress"),
+        }
+    }
+
+    /// The leader's progress for `peer`, to change. Only called while leading.
+    fn progress_mut(&mut self, peer: NodeId) -> &mut Progress {
+        self.leader_state()
+            .progress
+            .get_mut(&peer)
+            .expect("every peer has progress")
+    }
+
     // ----- inputs --------------------------------------------------------------------
 
     /// Advances time by one tick.
     pub fn tick(&mut self) {
-        self.election_elapsed += 1;
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.tick_leader();
-        } else if self.election_elapsed >= self.randomized_timeout {
-            self.become_pre_candidate();
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.randomized_timeout {
+                self.become_pre_candidate();
+            }
         }
     }
 
     fn tick_leader(&mut self) {
+        let quorum = self.quorum();
+        let config = &self.config;
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("tick_leader runs only on a leader");
+        };
         // Check-quorum (thesis §6.2): a leader that has not heard from a majority within
         // an election timeout steps down, so a cut-off leader stops serving reads.
-        if self.election_elapsed >= self.config.election_ticks {
-            self.election_elapsed = 0;
-            let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
-            if active < self.quorum() {
-                self.become_follower(self.term, None);
-                return;
+        leader.check_quorum_elapsed += 1;
+        if leader.check_quorum_elapsed >= config.election_ticks {
+            if !leader.quorum_active(quorum) {
+                return self.become_follower(self.term, None);
             }
-            for p in self.progress.values_mut() {
-                p.recently_active = false;
-            }
+            leader.start_check_quorum_window();
         }
-        self.heartbeat_elapsed += 1;
-        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+        leader.heartbeat_elapsed += 1;
+        if leader.heartbeat_elapsed >= config.heartbeat_ticks {
             self.broadcast_heartbeat();
         }
     }
@@ -291,9 +294,9 @@ impl RaftNode {
     /// Appends a client command if this node is the leader. It is sent with the next
     /// [`ready`](Self::ready), batched with every other proposal since the last one.
     pub fn propose(&mut self, command: Command) -> Result<Index, NotLeader> {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             return Err(NotLeader {
-                leader: self.leader,
+                leader: self.leader(),
             });
         }
         let index = self.log.last_index() + 1;
@@ -309,13 +312,15 @@ impl RaftNode {
     /// `Ready::reads` once it is safe to serve from the state machine, or in
     /// `Ready::failed_reads` if this node cannot serve it.
     pub fn read(&mut self, id: ReadId) {
-        if self.role != Role::Leader {
+        let RoleState::Leader(leader) = &mut self.role else {
             self.failed_reads.push(id);
-        } else if self.log.term(self.commit) != Some(self.term) {
+            return;
+        };
+        if self.log.term(self.commit) != Some(self.term) {
             // Until the leader's no-op commits it may not know the latest commit index.
-            self.reads_before_commit.push(id);
+            leader.reads_before_commit.push(id);
         } else {
-            self.reads_unsent.push(id);
+            leader.reads_unsent.push(id);
         }
     }
 
@@ -395,7 +400,7 @@ impl RaftNode {
     pub fn persisted(&mut self, index: Index, term: Term) {
         let before = self.log.stable();
         self.log.mark_stable(index, term);
-        if self.log.stable() > before && self.role == Role::Leader {
+        if self.log.stable() > before && self.is_leader() {
             self.maybe_commit();
         }
     }
@@ -403,7 +408,7 @@ impl RaftNode {
     /// Drains everything the caller must act on. Sends the appends and read rounds
     /// that the batch of inputs since the last call made necessary.
     pub fn ready(&mut self) -> Ready {
-        if self.role == Role::Leader {
+        if self.is_leader() {
             self.flush_leader();
         }
         let hard_state = std::mem::take(&mut self.hard_state_dirty).then(|| self.hard_state());
@@ -438,38 +443,39 @@ impl RaftNode {
 
     // ----- role transitions (one function per role) ----------------------------------
 
+    /// Follows `leader` (if known) in `term`; a higher term clears our vote (§5.1). A
+    /// leader stepping down gives up its `LeaderState` here.
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        if self.role == Role::Leader {
-            self.step_down_leader();
+        let previous = std::mem::replace(&mut self.role, RoleState::Follower { leader });
+        if let RoleState::Leader(state) = previous {
+            self.step_down_leader(state);
         }
         if term > self.term {
             self.term = term;
             self.voted_for = None;
             self.hard_state_dirty = true;
         }
-        self.role = Role::Follower;
-        self.leader = leader;
         self.reset_election_timer();
     }
 
-    /// Leadership is lost: uncommitted proposals have an unknown fate, waiting reads fail.
-    fn step_down_leader(&mut self) {
+    /// Leadership is lost: uncommitted proposals have an unknown fate, reads not yet
+    /// confirmed by a quorum fail (confirmed ones stay in `reads_confirmed`), and the
+    /// rest of the leader's state is dropped.
+    fn step_down_leader(&mut self, leader: LeaderState) {
         if self.log.last_index() > self.commit {
             let from = self.commit + 1;
             self.aborted_from = Some(self.aborted_from.map_or(from, |a| a.min(from)));
         }
-        self.failed_reads.append(&mut self.reads_before_commit);
-        self.failed_reads.append(&mut self.reads_unsent);
+        self.failed_reads.extend(leader.reads_before_commit);
+        self.failed_reads.extend(leader.reads_unsent);
         self.failed_reads
-            .extend(self.reads_pending.drain(..).map(|r| r.id));
-        self.progress.clear();
+            .extend(leader.reads_pending.into_iter().map(|r| r.id));
     }
 
     /// Pre-vote: ask whether we could win before raising our term, so a node that was
     /// cut off cannot disrupt a healthy leader when it returns.
     fn become_pre_candidate(&mut self) {
-        self.start_campaign(Role::PreCandidate);
-        if self.won_votes() {
+        if self.start_campaign(RoleState::PreCandidate) == Tally::Won {
             return self.become_candidate();
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
@@ -490,8 +496,7 @@ impl RaftNode {
         self.term += 1;
         self.voted_for = Some(self.id);
         self.hard_state_dirty = true;
-        self.start_campaign(Role::Candidate);
-        if self.won_votes() {
+        if self.start_campaign(RoleState::Candidate) == Tally::Won {
             return self.become_leader();
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
@@ -508,16 +513,8 @@ impl RaftNode {
 
     /// §5.2/§8: take over, append a no-op of our own term so earlier entries can commit.
     fn become_leader(&mut self) {
-        self.role = Role::Leader;
-        self.leader = Some(self.id);
-        self.election_elapsed = 0;
-        self.heartbeat_elapsed = 0;
         let last = self.log.last_index();
-        self.progress = self
-            .peers
-            .iter()
-            .map(|&p| (p, Progress::new(last)))
-            .collect();
+        self.role = RoleState::Leader(LeaderState::new(&self.peers, last));
         self.log.append(Entry {
             index: last + 1,
             term: self.term,
@@ -527,13 +524,13 @@ impl RaftNode {
     }
 
     /// Common start of a (pre-)vote campaign: no known leader, a fresh timeout, and
-    /// only our own vote so far.
-    fn start_campaign(&mut self, role: Role) {
-        self.role = role;
-        self.leader = None;
+    /// only our own vote so far, which wins at once in a single-node cluster.
+    fn start_campaign(&mut self, campaign: fn(Votes) -> RoleState) -> Tally {
+        let votes = Votes::new(self.id);
+        let tally = votes.tally(self.quorum());
+        self.role = campaign(votes);
         self.reset_election_timer();
-        self.votes.clear();
-        self.votes.insert(self.id, true);
+        tally
     }
 
     fn reset_election_timer(&mut self) {
@@ -542,23 +539,15 @@ impl RaftNode {
         self.randomized_timeout = self.rng.gen_range(base..2 * base);
     }
 
-    fn won_votes(&self) -> bool {
-        self.votes.values().filter(|&&g| g).count() >= self.quorum()
-    }
-
-    fn lost_votes(&self) -> bool {
-        self.votes.values().filter(|&&g| !g).count() >= self.quorum()
-    }
-
     /// A follower that heard from its leader within the base election timeout, or a
     /// leader, believes a leader is alive.
     fn in_lease(&self) -> bool {
         match self.role {
-            Role::Leader => true,
-            Role::Follower => {
-                self.leader.is_some() && self.election_elapsed < self.config.election_ticks
+            RoleState::Leader(_) => true,
+            RoleState::Follower { leader } => {
+                leader.is_some() && self.election_elapsed < self.config.election_ticks
             }
-            _ => false,
+            RoleState::PreCandidate(_) | RoleState::Candidate(_) => false,
         }
     }
 
@@ -575,14 +564,18 @@ impl RaftNode {
         if !granted && term > self.term {
             return self.become_follower(term, None);
         }
-        if self.role != Role::PreCandidate || (granted && term != self.term + 1) {
+        if granted && term != self.term + 1 {
             return;
         }
-        self.votes.insert(from, granted);
-        if self.won_votes() {
-            self.become_candidate();
-        } else if self.lost_votes() {
-            self.become_follower(self.term, None);
+        let quorum = self.quorum();
+        let RoleState::PreCandidate(votes) = &mut self.role else {
+            return;
+        };
+        votes.record(from, granted);
+        match votes.tally(quorum) {
+            Tally::Won => self.become_candidate(),
+            Tally::Lost => self.become_follower(self.term, None),
+            Tally::Open => {}
         }
     }
 
@@ -599,14 +592,15 @@ impl RaftNode {
     }
 
     fn handle_vote_response(&mut self, from: NodeId, granted: bool) {
-        if self.role != Role::Candidate {
+        let quorum = self.quorum();
+        let RoleState::Candidate(votes) = &mut self.role else {
             return;
-        }
-        self.votes.insert(from, granted);
-        if self.won_votes() {
-            self.become_leader();
-        } else if self.lost_votes() {
-            self.become_follower(self.term, None);
+        };
+        votes.record(from, granted);
+        match votes.tally(quorum) {
+            Tally::Won => self.become_leader(),
+            Tally::Lost => self.become_follower(self.term, None),
+            Tally::Open => {}
         }
     }
 
@@ -622,10 +616,10 @@ impl RaftNode {
         leader_commit: Index,
         read_round: u64,
     ) {
-        if self.role != Role::Follower {
-            self.become_follower(self.term, Some(from));
+        match &mut self.role {
+            RoleState::Follower { leader } => *leader = Some(from),
+            _ => self.become_follower(self.term, Some(from)),
         }
-        self.leader = Some(from);
         self.election_elapsed = 0;
 
         let result = match self.log.term(prev_index) {
@@ -661,15 +655,14 @@ impl RaftNode {
     }
 
     fn handle_append_response(&mut self, from: NodeId, result: AppendResult, read_round: u64) {
-        if self.role != Role::Leader {
-            return;
-        }
         let last = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
-        pr.recently_active = true;
-        pr.read_ack = pr.read_ack.max(read_round);
+        let Some(pr) = leader.progress.get_mut(&from) else {
+            return;
+        };
+        pr.heard_from(read_round);
         match result {
             AppendResult::Match(index) => {
                 if pr.on_match(index.min(last)) {
@@ -686,8 +679,8 @@ impl RaftNode {
                 // (`next - 1`) or one still in the in-flight window; older ones are
                 // stale or duplicated. `conflict_index` 0 answers an older term's
                 // append: the follower refused its term, which says nothing of its log.
-                let latest = prev_index + 1 == pr.next;
-                let in_window = pr.matched < prev_index && prev_index < pr.next;
+                let latest = prev_index + 1 == pr.next();
+                let in_window = pr.matched() < prev_index && prev_index < pr.next();
                 if (latest || in_window) && conflict_index > 0 {
                     let hint = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
                         Some(last_of_term) => last_of_term + 1,
@@ -708,14 +701,15 @@ impl RaftNode {
     /// The commit rule (§5.3, §5.4.2): the highest index stored on a quorum, but only by
     /// counting replicas of an entry from the current term (the figure-8 rule).
     fn maybe_commit(&mut self) {
-        let mut matched: Vec<Index> = self.progress.values().map(|p| p.matched).collect();
-        matched.push(self.log.stable());
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let quorum = self.quorum();
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("only a leader commits by counting replicas");
+        };
+        let candidate = leader.quorum_matched(self.log.stable(), quorum);
         if candidate > self.commit && self.log.term(candidate) == Some(self.term) {
             self.commit = candidate;
             // The first commit in our term lets waiting reads learn a safe read index.
-            self.reads_unsent.append(&mut self.reads_before_commit);
+            leader.reads_unsent.append(&mut leader.reads_before_commit);
         }
     }
 
@@ -723,21 +717,22 @@ impl RaftNode {
     /// ReadIndex round for all reads that arrived in the batch.
     fn flush_leader(&mut self) {
         for peer in self.peers.clone() {
-            let pr = &self.progress[&peer];
-            if pr.probing {
-                if !pr.probe_sent {
-                    // A new leader's first probe carries the no-op.
-                    self.send_probe(peer);
-                }
-            } else {
-                self.send_entries(peer);
+            match self.progress(peer).state() {
+                // A new leader's first probe carries the no-op.
+                ProgressState::Probe { sent: false } => self.send_probe(peer),
+                ProgressState::Probe { sent: true } => {}
+                ProgressState::Replicate { .. } => self.send_entries(peer),
             }
         }
-        if !self.reads_unsent.is_empty() {
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("flush_leader runs only on a leader");
+        };
+        if !leader.reads_unsent.is_empty() {
             self.read_round += 1;
             let (index, round) = (self.commit, self.read_round);
-            for id in self.reads_unsent.drain(..) {
-                self.reads_pending
+            for id in leader.reads_unsent.drain(..) {
+                leader
+                    .reads_pending
                     .push_back(PendingRead { id, index, round });
             }
             if self.peers.is_empty() {
@@ -750,25 +745,19 @@ impl RaftNode {
 
     /// Sends as many batches to a replicating follower as the in-flight window allows.
     fn send_entries(&mut self, peer: NodeId) {
-        loop {
-            let pr = &self.progress[&peer];
-            if pr.probing
-                || pr.inflight.len() >= self.config.max_inflight
-                || pr.next > self.log.last_index()
-            {
-                return;
-            }
+        while self
+            .progress(peer)
+            .can_send_batch(self.config.max_inflight, self.log.last_index())
+        {
             let end = self.send_append(peer, true);
-            let pr = self.progress.get_mut(&peer).expect("peer has progress");
-            pr.inflight.push_back(end);
-            pr.next = end + 1;
+            self.progress_mut(peer).on_batch_sent(end);
         }
     }
 
     /// Sends one AppendEntries from the follower's `next` (with entries, or none for a
     /// heartbeat) and returns the last index it covers.
     fn send_append(&mut self, peer: NodeId, with_entries: bool) -> Index {
-        let next = self.progress[&peer].next;
+        let next = self.progress(peer).next();
         let prev_index = next - 1;
         let prev_term = self.log.term(prev_index).expect("next is within the log");
         let entries = if with_entries {
@@ -792,36 +781,36 @@ impl RaftNode {
     /// Heartbeats assert leadership, carry the commit index, confirm read rounds, and
     /// (re)send a probe to followers whose log position is still unknown.
     fn broadcast_heartbeat(&mut self) {
-        self.heartbeat_elapsed = 0;
+        self.leader_state().heartbeat_elapsed = 0;
         for peer in self.peers.clone() {
-            if self.progress[&peer].probing {
-                self.send_probe(peer);
-            } else {
-                self.send_append(peer, false);
+            match self.progress(peer).state() {
+                ProgressState::Probe { .. } => self.send_probe(peer),
+                ProgressState::Replicate { .. } => {
+                    self.send_append(peer, false);
+                }
             }
         }
     }
 
+    /// Sends the one outstanding probe: an append from `next`, with entries.
     fn send_probe(&mut self, peer: NodeId) {
         self.send_append(peer, true);
-        self.progress
-            .get_mut(&peer)
-            .expect("peer has progress")
-            .probe_sent = true;
+        self.progress_mut(peer).on_probe_sent();
     }
 
     /// Moves reads whose round a quorum has acknowledged to the confirmed list.
     fn release_reads(&mut self) {
-        let mut acks: Vec<u64> = self.progress.values().map(|p| p.read_ack).collect();
-        acks.push(self.read_round);
-        acks.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acks[self.quorum() - 1];
-        while self
+        let quorum = self.quorum();
+        let RoleState::Leader(leader) = &mut self.role else {
+            unreachable!("only a leader confirms reads");
+        };
+        let confirmed = leader.quorum_read_round(self.read_round, quorum);
+        while leader
             .reads_pending
             .front()
             .is_some_and(|r| r.round <= confirmed)
         {
-            let r = self.reads_pending.pop_front().expect("front exists");
+            let r = leader.reads_pending.pop_front().expect("front exists");
             self.reads_confirmed.push((r.id, r.index));
         }
     }

@@ -4,24 +4,46 @@ use std::collections::VecDeque;
 
 use super::Index;
 
+/// How a leader is sending to one follower.
+///
+/// The next issue, log compaction (§7), adds a third state, `Snapshot`: the follower
+/// needs an entry the leader has already compacted away, so the leader sends it a
+/// snapshot and nothing else until the follower acknowledges it, then probes again
+/// from just after the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The leader does not yet know where their logs meet. It sends one AppendEntries
+    /// at a time from `next` and backs off on each rejection. A new leader starts here
+    /// for every follower, and every rejection returns here.
+    Probe {
+        /// A probe is outstanding: no other is sent until it is answered, except that
+        /// each heartbeat resends it (it, or its answer, may have been lost).
+        sent: bool,
+    },
+    /// The logs match up to `matched`: the leader streams batches optimistically,
+    /// advancing `next` as it sends, without waiting for acknowledgements.
+    Replicate {
+        /// Last index of each unacknowledged batch, oldest first; at most
+        /// `Config::max_inflight` of them (flow control).
+        inflight: VecDeque<Index>,
+    },
+}
+
 /// A leader's view of one follower.
 ///
-/// A follower is either *probing* (the leader does not yet know where their logs meet,
-/// so it sends one AppendEntries at a time and backs off on rejection) or *replicating*
-/// (logs match up to `matched`; the leader streams batches optimistically, up to
-/// `max_inflight` unacknowledged ones).
+/// Invariants:
+/// - `matched < next`: what is known to match lies before what is sent next.
+/// - In `Replicate`, in-flight ends increase and all are below `next`.
+/// - `next` and `matched` change only through the transitions below (`on_match`,
+///   `on_reject`, `on_batch_sent`), which also move between the states.
 #[derive(Clone, Debug)]
 pub struct Progress {
     /// Next index to send.
-    pub next: Index,
+    next: Index,
     /// Highest index known to be replicated (and durable) on the follower.
-    pub matched: Index,
-    /// True until an AppendEntries has succeeded since the last rejection.
-    pub probing: bool,
-    /// A probe is outstanding (probing mode sends one at a time; heartbeats resend it).
-    pub probe_sent: bool,
-    /// Last index of each unacknowledged batch in flight (replicating mode only).
-    pub inflight: VecDeque<Index>,
+    matched: Index,
+    /// Probing or replicating, with what each needs.
+    state: ProgressState,
     /// Heard from this follower during the current check-quorum window.
     pub recently_active: bool,
     /// Highest ReadIndex round this follower has acknowledged in the current term.
@@ -29,24 +51,82 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A follower of a new leader whose log ends at `last_index`: probe from just after
+    /// it, knowing nothing matched yet.
     pub fn new(last_index: Index) -> Progress {
         Progress {
             next: last_index + 1,
             matched: 0,
-            probing: true,
-            probe_sent: false,
-            inflight: VecDeque::new(),
+            state: ProgressState::Probe { sent: false },
             recently_active: false,
             read_ack: 0,
         }
     }
 
-    /// The follower's log matches ours up to `index`. Returns true if that is news.
+    /// Next index to send.
+    pub fn next(&self) -> Index {
+        self.next
+    }
+
+    /// Highest index known to be replicated (and durable) on the follower.
+    pub fn matched(&self) -> Index {
+        self.matched
+    }
+
+    /// Probing or replicating.
+    pub fn state(&self) -> &ProgressState {
+        &self.state
+    }
+
+    /// The follower answered: it is alive, and has seen ReadIndex round `read_round`.
+    pub fn heard_from(&mut self, read_round: u64) {
+        self.recently_active = true;
+        self.read_ack = self.read_ack.max(read_round);
+    }
+
+    /// Whether another batch may be streamed now: replicating, with room in the
+    /// in-flight window and entries at `next` or later (the log ends at `last_index`).
+    pub fn can_send_batch(&self, max_inflight: usize, last_index: Index) -> bool {
+        match &self.state {
+            ProgressState::Probe { .. } => false,
+            ProgressState::Replicate { inflight } => {
+                inflight.len() < max_inflight && self.next <= last_index
+            }
+        }
+    }
+
+    /// A batch ending at `end` was streamed (replicating only).
+    pub fn on_batch_sent(&mut self, end: Index) {
+        let ProgressState::Replicate { inflight } = &mut self.state else {
+            unreachable!("batches are streamed only while replicating");
+        };
+        inflight.push_back(end);
+        self.next = end + 1;
+        assert!(self.matched < self.next);
+    }
+
+    /// A probe from `next` was sent (probing only); it does not advance `next`.
+    pub fn on_probe_sent(&mut self) {
+        let ProgressState::Probe { sent } = &mut self.state else {
+            unreachable!("probes are sent only while probing");
+        };
+        *sent = true;
+    }
+
+    /// The follower's log matches ours up to `index`: replicate from here on (batches
+    /// acknowledged by it leave the window). Returns true if `matched` moved.
     pub fn on_match(&mut self, index: Index) -> bool {
-        self.probing = false;
-        self.probe_sent = false;
-        while self.inflight.front().is_some_and(|&end| end <= index) {
-            self.inflight.pop_front();
+        match &mut self.state {
+            ProgressState::Probe { .. } => {
+                self.state = ProgressState::Replicate {
+                    inflight: VecDeque::new(),
+                }
+            }
+            ProgressState::Replicate { inflight } => {
+                while inflight.front().is_some_and(|&end| end <= index) {
+                    inflight.pop_front();
+                }
+            }
         }
         self.next = self.next.max(index + 1);
         if index > self.matched {
@@ -57,13 +137,12 @@ impl Progress {
         }
     }
 
-    /// The follower rejected an append; restart from `next` in probe mode. A `next` at
-    /// or below `matched` means the follower lost entries it had acknowledged.
+    /// The follower rejected an append; restart from `next` in probe mode, with
+    /// nothing in flight. A `next` at or below `matched` means the follower lost entries
+    /// it had acknowledged.
     pub fn on_reject(&mut self, next: Index) {
         self.matched = self.matched.min(next - 1);
         self.next = next;
-        self.probing = true;
-        self.probe_sent = false;
-        self.inflight.clear();
+        self.state = ProgressState::Probe { sent: false };
     }
 }

@@ -631,6 +631,41 @@ fn pipelining_is_bounded_by_max_inflight() {
 }
 
 #[test]
+fn progress_probes_one_append_at_a_time_then_streams_within_a_window() {
+    // §5.3 nextIndex/matchIndex, with probe and replicate states for flow control.
+    use super::progress::{Progress, ProgressState};
+    let mut p = Progress::new(5);
+    assert_eq!(p.state(), &ProgressState::Probe { sent: false });
+    assert!(!p.can_send_batch(3, 10), "no streaming while probing");
+    p.on_probe_sent();
+    assert_eq!(p.state(), &ProgressState::Probe { sent: true });
+    assert_eq!(p.next(), 6, "a probe does not advance next");
+    assert!(p.on_match(5));
+    assert_eq!((p.matched(), p.next()), (5, 6));
+    for end in [7, 8, 9] {
+        assert!(p.can_send_batch(3, 10));
+        p.on_batch_sent(end);
+    }
+    assert!(!p.can_send_batch(3, 10), "the window is full");
+    assert!(p.on_match(8));
+    assert_eq!(
+        p.state(),
+        &ProgressState::Replicate {
+            inflight: [9].into()
+        },
+        "acknowledged batches leave the window"
+    );
+    assert!(!p.on_match(7), "an older acknowledgement is not news");
+    p.on_reject(9);
+    assert_eq!((p.matched(), p.next()), (8, 9));
+    assert_eq!(
+        p.state(),
+        &ProgressState::Probe { sent: false },
+        "a rejection returns to probing with nothing in flight"
+    );
+}
+
+#[test]
 fn proposals_to_a_follower_are_refused_with_the_leader_hint() {
     let mut n = node(2, 3);
     assert_eq!(n.propose(put("a")), Err(NotLeader { leader: None }));
@@ -719,6 +754,32 @@ fn reads_wait_until_the_new_leader_commits_its_noop() {
         .unwrap();
     ack(&mut l, 2, 1, round);
     assert_eq!(l.ready().reads, vec![7]);
+}
+
+#[test]
+fn a_read_confirmed_before_leadership_is_lost_is_still_served() {
+    // Thesis §6.4: its leadership check happened after it arrived, so it is linearizable;
+    // a read whose round is not yet confirmed fails instead.
+    let mut l = leader(3);
+    ack(&mut l, 2, 1, 0);
+    l.ready();
+    l.read(8);
+    let round = l
+        .ready()
+        .messages
+        .iter()
+        .find_map(|m| match m.body {
+            Body::Append { read_round, .. } => Some(read_round),
+            _ => None,
+        })
+        .unwrap();
+    ack(&mut l, 2, 1, round);
+    l.read(9);
+    l.step(msg(3, 1, l.term() + 1, heartbeat(1, 1, 1)));
+    assert_eq!(l.role(), Role::Follower);
+    let r = l.ready();
+    assert_eq!(r.reads, vec![8]);
+    assert_eq!(r.failed_reads, vec![9]);
 }
 
 #[test]
