@@ -327,7 +327,7 @@ impl RaftNode {
     /// The election timer fires now: a node that does not lead starts a pre-vote at
     /// once (golden scripts use it to pick who campaigns).
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader {
+        if !self.is_leader() {
             self.become_pre_candidate();
         }
     }
