@@ -561,7 +561,7 @@ fn crash_restart_churn_with_mid_turn_crashes_on_an_unreliable_network_stays_corr
             restart: 0.05,
             partition: 0.02,
             heal: 0.03,
-            crash_mid_turn: 0.005,
+            crash_mid_turn: 0.002,
         };
         cfg.clients = 5;
         cfg.trace = 40;
