@@ -277,7 +277,7 @@ fn leader_sigkill_under_load_loses_no_acknowledged_append() {
 
 // 3b ------------------------------------------------------------------------------------
 
-/// Network faults through in-test TCP proxies (TESTING.md §3): the leader is cut off
+/// Network faults through in-test TCP proxies (docs/testing.md): the leader is cut off
 /// both ways under load, the majority elects a new leader and keeps accepting writes,
 /// the old leader steps down; after healing it catches up, nothing acknowledged is lost
 /// and the history is linearizable. Then a one-way cut (followers → leader only).

@@ -1,4 +1,4 @@
-//! The fault scenarios of TESTING.md §2, each on the deterministic simulator. Every
+//! The fault scenarios of docs/testing.md, each on the deterministic simulator. Every
 //! test names its seed; a failure message carries it so the run can be replayed.
 
 use raftkv::{

@@ -1,4 +1,4 @@
-//! The `raftkv` command line (PROTOCOL.md §1): argument parsing, the one-shot client
+//! The `raftkv` command line (docs/protocol.md §1): argument parsing, the one-shot client
 //! commands, and dispatch to the node, the REPL and the benchmark.
 //!
 //! The CLI speaks only the client protocol, through [`crate::client::Client`]

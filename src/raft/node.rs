@@ -396,7 +396,7 @@ impl RaftNode {
     }
 
     /// The caller made the log durable up to `index@term`. A leader counts its own
-    /// copy toward a commit only from here on (DESIGN.md, durability rule).
+    /// copy toward a commit only from here on (docs/architecture.md, durability rule).
     pub fn persisted(&mut self, index: Index, term: Term) {
         let before = self.log.stable();
         self.log.mark_stable(index, term);

@@ -443,7 +443,7 @@ fn follower_commit_is_the_minimum_of_leader_commit_and_last_new_entry() {
 
 #[test]
 fn a_leader_counts_itself_only_once_its_entries_are_durable() {
-    // DESIGN.md durability rule: the leader's own copy counts after `persisted`.
+    // docs/architecture.md durability rule: the leader's own copy counts after `persisted`.
     let mut l = leader(3);
     let idx = l.propose(put("a")).unwrap();
     let r = l.ready();
@@ -558,7 +558,7 @@ fn a_rejection_hint_skips_a_whole_divergent_term_at_once() {
 
 #[test]
 fn proposals_in_one_batch_become_one_append_per_peer() {
-    // DESIGN.md batching: many proposals, one message per follower.
+    // docs/architecture.md, group commit: many proposals, one message per follower.
     let mut l = leader(3);
     l.step(msg(
         2,
