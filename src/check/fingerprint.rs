@@ -1,5 +1,5 @@
 //! Fingerprints of search configurations, for the memo table (see "Fingerprinted
-//! configurations" in the module essay).
+//! configurations" in the essay of `check/mod.rs`).
 //!
 //! A configuration is the set of operations linearized so far plus the key's value. The
 //! set is fingerprinted by the XOR of a random 128-bit Zobrist key per operation, so taking

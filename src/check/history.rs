@@ -1,5 +1,5 @@
 //! One key's history, prepared for the search (see "The search" and "Making it fast" in
-//! the module essay).
+//! the essay of `check/mod.rs`).
 //!
 //! [`KeyHistory::new`] takes the key's operations from the caller's history, leaves out
 //! those that cannot matter (reads with unknown outcome, and unknown-outcome writes no

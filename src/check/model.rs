@@ -4,7 +4,7 @@
 //! what it did ([`KvOp`]), when it was sent, and when and how it was answered, if it was.
 //! The simulator, the process tests and `raftkv bench --check` record these directly.
 //!
-//! Because linearizability is checked per key (see the module essay in `mod.rs`), the
+//! Because linearizability is checked per key (see the essay in `check/mod.rs`), the
 //! model is one key's value, [`Value`]; the search turns each operation into a [`Step`]
 //! and asks [`Step::apply`] what the value becomes, or whether the model refuses it (a
 //! read that does not see the current value).
@@ -52,7 +52,7 @@ pub(super) enum Text {
     /// The key holds this string (shared, since many configurations hold the same value).
     Present(Rc<String>),
     /// Some present value that no remaining read can see (see "Unobservable values are
-    /// merged" in the module essay).
+    /// merged" in the essay of `check/mod.rs`).
     Unobservable,
 }
 

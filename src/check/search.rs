@@ -1,7 +1,7 @@
 //! The search for a linearization of one key's history: Wing & Gong's depth-first search
 //! with Lowe's just-in-time linearization and memoization of configurations, plus the
-//! exact shortcuts of "Making it fast" in the module essay, which explains why each one
-//! never changes the verdict.
+//! exact shortcuts of "Making it fast" in the essay of `check/mod.rs`, which explains why
+//! each one never changes the verdict.
 //!
 //! [`Searcher::run`] is the whole loop: gather the candidates that may be linearized next
 //! ([`Searcher::gather_candidates`]), try them in earliest-deadline-first order
@@ -31,7 +31,8 @@ pub(super) enum Search {
 }
 
 impl KeyHistory<'_> {
-    /// The just-in-time depth-first search with memoization (see the module essay).
+    /// The just-in-time depth-first search with memoization (see the essay in
+    /// `check/mod.rs`).
     pub(super) fn search(&self, max_states: usize) -> Search {
         let mut searcher = Searcher::new(self, max_states);
         searcher.run()
@@ -115,7 +116,7 @@ impl<'k, 'h> Searcher<'k, 'h> {
         }
     }
 
-    /// The search loop (see the module essay).
+    /// The search loop (see the essay in `check/mod.rs`).
     fn run(&mut self) -> Search {
         let key = self.key;
         // `resume`: when coming back to a configuration, the candidate tried last there.
