@@ -527,14 +527,14 @@ fn run_with_clients(cfg: SimConfig, ticks: u64) {
     let ok = sim
         .history()
         .iter()
-        .filter(|h| h.status == raftkv::sim::HistoryStatus::Ok)
+        .filter(|op| op.complete.is_some())
         .count();
     assert!(
         ok > 100,
         "seed {}: only {ok} operations completed",
         sim.seed()
     );
-    if let Err(v) = raftkv::check::check(&sim.checker_history()) {
+    if let Err(v) = raftkv::check::check(sim.history()) {
         panic!("seed {}: not linearizable: {v}", sim.seed());
     }
 }

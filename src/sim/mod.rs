@@ -34,7 +34,6 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
 use clients::{Clients, Requester};
-pub use clients::{HistoryOp, HistoryStatus, OpKind};
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
 use node::{CrashPoint, SimNode, TurnOutput};
@@ -264,7 +263,8 @@ impl Sim {
     pub fn committed(&self) -> u64 {
         self.invariants.committed()
     }
-    pub fn history(&self) -> &[HistoryOp] {
+    /// The clients' operations that may have taken effect, for [`crate::check::check`].
+    pub fn history(&self) -> &[crate::check::Operation] {
         self.clients.history()
     }
     /// The first safety violation, if any.
