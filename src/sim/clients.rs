@@ -11,7 +11,7 @@
 
 use rand::{rngs::StdRng, Rng};
 
-use super::STEPS_PER_TICK;
+use super::{node::Requester, STEPS_PER_TICK};
 use crate::{
     check::{KvOp, Operation},
     kv::{Command, Session, WriteOp},
@@ -22,16 +22,6 @@ use crate::{
 
 /// Attempts per operation before the client gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
-
-/// Whom a reply is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Requester {
-    /// Attempt number `attempt` of simulated client `client`; attempt numbers are never
-    /// reused across operations, so a late reply cannot be mistaken for a newer one's.
-    Client { client: usize, attempt: u64 },
-    /// A request injected by a test through [`super::Sim::request`].
-    Script(u64),
-}
 
 /// A client's operation in progress.
 struct InFlight {

@@ -33,10 +33,10 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
-use clients::{Clients, Requester};
+use clients::Clients;
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
-use node::{CrashPoint, SimNode, TurnOutput};
+use node::{CrashPoint, Requester, SimNode, TurnOutput};
 
 use crate::{
     raft::{Body, Entry, Message, NodeId, Role, Term},

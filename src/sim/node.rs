@@ -14,7 +14,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rand::{rngs::StdRng, Rng};
 
-use super::{invariants::Invariants, Requester};
+use super::invariants::Invariants;
 use crate::{
     raft::{Entry, HardState, Message, NodeId, Role, Term},
     replica::{
@@ -22,6 +22,17 @@ use crate::{
         Input, Outcome, Replica, ReplicaConfig, ReplicaReady,
     },
 };
+
+/// Whom a reply is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Requester {
+    /// Attempt number `attempt` of simulated client `client`; attempt numbers are never
+    /// reused across operations, so a late reply cannot be mistaken for a newer one's.
+    Client { client: usize, attempt: u64 },
+    /// A request injected by a test through [`super::Sim::request`]
+    /// or a golden script.
+    Script(u64),
+}
 
 /// Where a planned crash lands in a turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,8 +35,7 @@ use std::collections::BTreeMap;
 use super::{
     invariants::Invariants,
     network::Links,
-    node::{CrashPoint, SimNode},
-    Requester,
+    node::{CrashPoint, Requester, SimNode},
 };
 use crate::{
     kv::{Command, WriteOp},
