@@ -41,6 +41,16 @@ impl Entry {
     }
 }
 
+/// What the core knows of a snapshot: the last log position it covers (§7). The
+/// snapshot's contents belong to the state machine and storage, never to the core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last entry the snapshot includes.
+    pub index: Index,
+    /// That entry's term.
+    pub term: Term,
+}
+
 /// The state that must be on stable storage before the node answers any RPC (Figure 2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
