@@ -102,6 +102,13 @@ pub enum Body {
         result: AppendResult,
         read_round: u64,
     },
+    /// InstallSnapshot (§7): the follower needs entries the leader has compacted
+    /// away. The message names the snapshot; its data travels beside it (the
+    /// runtime streams it in chunks), and the follower's core sees the message only
+    /// once the data is complete and durable. Answered by an `AppendResponse`.
+    InstallSnapshot {
+        meta: SnapshotMeta,
+    },
 }
 
 /// A follower's answer to an AppendEntries.
@@ -172,6 +179,9 @@ impl fmt::Display for Message {
                     write!(f, " read={read_round}")?;
                 }
                 Ok(())
+            }
+            Body::InstallSnapshot { meta } => {
+                write!(f, "InstallSnapshot {}", Pos(meta.index, meta.term))
             }
             Body::AppendResponse { result, read_round } => {
                 match result {

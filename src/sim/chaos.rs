@@ -20,6 +20,9 @@ pub fn chaos_config(seed: u64) -> SimConfig {
     if seed.is_multiple_of(2) {
         cfg.network = NetworkConfig::unreliable();
     }
+    // Snapshots every few entries on three seeds of four, so compaction, InstallSnapshot
+    // and crashes during both happen all the time.
+    cfg.replica.snapshot_entries = [u64::MAX, 8, 25, 80][(seed / 2 % 4) as usize];
     cfg.faults = FaultConfig {
         crash: 0.01,
         restart: 0.04,

@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    invariants::Invariants,
+    invariants::{DurableLog, Invariants},
     network::Links,
     node::{CrashPoint, Requester, SimNode},
 };
@@ -425,10 +425,10 @@ impl Cluster {
             .map_err(|e| format!("VIOLATION: {e}"))
     }
 
-    fn disks(&self) -> Vec<(NodeId, &[Entry])> {
+    fn disks(&self) -> Vec<DurableLog<'_>> {
         self.nodes
             .iter()
-            .map(|(&id, n)| (id, n.disk.log.as_slice()))
+            .map(|(&id, n)| n.disk.durable(id))
             .collect()
     }
 
@@ -523,7 +523,7 @@ impl Cluster {
                 }
                 None => {
                     let d = &node.disk;
-                    let last = d.log.last().map_or(Pos(0, 0), |e| Pos(e.index, e.term));
+                    let last = d.log().last().map_or(Pos(0, 0), |e| Pos(e.index, e.term));
                     format!(
                         "n{id} down (on disk: term={} vote={} last={last})",
                         d.hard_state.term,
@@ -556,7 +556,7 @@ impl Cluster {
                         n.commit_index(),
                     )
                 }
-                None => (node.disk.log.clone(), 0),
+                None => (node.disk.log().to_vec(), 0),
             };
             let mut parts = Vec::new();
             for e in &entries {
