@@ -951,3 +951,171 @@ fn a_follower_that_lost_acknowledged_entries_is_caught_up_again() {
     );
     assert_eq!(sent[0].2.len(), 3, "and resends entries 3 to 5");
 }
+
+// ----- log compaction and snapshots (§7) ------------------------------------------
+
+/// A follower whose log holds `terms`, at `term`, that hears `meta` from leader 2.
+fn install(terms: &[Term], commit: Index, meta: SnapshotMeta) -> (RaftNode, Ready) {
+    let mut f = node_with_log(1, 3, 3, terms);
+    if commit > 0 {
+        let prev_term = terms[commit as usize - 1];
+        let heartbeat = Body::Append {
+            prev_index: commit,
+            prev_term,
+            entries: vec![],
+            commit,
+            read_round: 0,
+        };
+        f.step(msg(2, 1, 3, heartbeat));
+        f.ready();
+    }
+    f.step(msg(2, 1, 3, Body::InstallSnapshot { meta }));
+    let r = f.ready();
+    (f, r)
+}
+
+#[test]
+fn a_snapshot_at_or_below_the_commit_index_is_ignored() {
+    // §7 (etcd's rule): it says nothing new; the answer says where the log is committed.
+    let (f, r) = install(&[1, 1, 2, 2], 3, SnapshotMeta { index: 2, term: 1 });
+    assert_eq!(r.installed, None);
+    assert_eq!(response(&r), AppendResult::Match(3));
+    assert_eq!((f.log().first_index(), f.last_index()), (1, 4));
+}
+
+#[test]
+fn a_snapshot_whose_last_entry_the_log_holds_keeps_the_suffix() {
+    // §7: "If existing log entry has same index and term as snapshot's last included
+    // entry, retain log entries following it".
+    let (f, r) = install(&[1, 1, 2, 2], 0, SnapshotMeta { index: 3, term: 2 });
+    assert_eq!(
+        r.installed, None,
+        "the state machine catches up from the log"
+    );
+    assert_eq!(response(&r), AppendResult::Match(3));
+    assert_eq!((f.commit_index(), f.last_index()), (3, 4));
+}
+
+#[test]
+fn any_other_snapshot_replaces_the_whole_log() {
+    // §7: "Discard the entire log"; a conflicting entry must not survive the install.
+    let (f, r) = install(&[1, 1, 1, 1, 1, 1], 0, SnapshotMeta { index: 4, term: 2 });
+    let meta = SnapshotMeta { index: 4, term: 2 };
+    assert_eq!(r.installed, Some(meta));
+    assert_eq!(response(&r), AppendResult::Match(4));
+    assert_eq!(
+        (f.log().first_index(), f.last_index(), f.log().last_term()),
+        (5, 4, 2)
+    );
+    assert_eq!((f.commit_index(), f.applied_index()), (4, 4));
+    assert!(
+        r.committed.is_empty(),
+        "nothing is applied: the snapshot is the state"
+    );
+}
+
+#[test]
+fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
+    let mut l = leader(3);
+    for i in 0..6 {
+        l.propose(put(&i.to_string())).unwrap();
+    }
+    let r = l.ready();
+    persist(&mut l, &r);
+    let last = l.last_index();
+    // Node 2 acknowledges everything; node 3 hears nothing.
+    l.step(msg(
+        2,
+        1,
+        l.term(),
+        Body::AppendResponse {
+            result: AppendResult::Match(last),
+            read_round: 0,
+        },
+    ));
+    let r = l.ready();
+    assert_eq!(l.commit_index(), last);
+    drop(r);
+    let meta = SnapshotMeta {
+        index: last,
+        term: l.term(),
+    };
+    l.snapshot_saved(meta);
+    l.compact(last);
+    assert_eq!(l.log().first_index(), last + 1);
+    // Node 3's probe is due again with the next heartbeat; the log no longer holds
+    // what it starts from, so node 3 gets the snapshot instead.
+    for _ in 0..config().heartbeat_ticks {
+        l.tick();
+    }
+    let r = l.ready();
+    let to_3: Vec<&Body> = r
+        .messages
+        .iter()
+        .filter(|m| m.to == 3)
+        .map(|m| &m.body)
+        .collect();
+    assert_eq!(to_3, vec![&Body::InstallSnapshot { meta }]);
+    // While it is on its way, heartbeats check against the snapshot's position.
+    for _ in 0..config().heartbeat_ticks {
+        l.tick();
+    }
+    let r = l.ready();
+    let heartbeat = r.messages.iter().find(|m| m.to == 3).expect("a heartbeat");
+    assert!(
+        matches!(heartbeat.body, Body::Append { prev_index, ref entries, .. } if prev_index == last && entries.is_empty())
+    );
+    // The follower installed it and says so: replication continues after it.
+    l.step(msg(
+        3,
+        1,
+        l.term(),
+        Body::AppendResponse {
+            result: AppendResult::Match(last),
+            read_round: 0,
+        },
+    ));
+    l.propose(put("after")).unwrap();
+    let r = l.ready();
+    assert!(appends(&r)
+        .iter()
+        .any(|(to, prev, e)| *to == 3 && *prev == last && e.len() == 1));
+}
+
+#[test]
+fn a_finished_or_failed_transfer_makes_the_leader_probe_after_the_snapshot() {
+    let mut l = leader(3);
+    l.propose(put("a")).unwrap();
+    let r = l.ready();
+    persist(&mut l, &r);
+    let last = l.last_index();
+    l.step(msg(
+        2,
+        1,
+        l.term(),
+        Body::AppendResponse {
+            result: AppendResult::Match(last),
+            read_round: 0,
+        },
+    ));
+    l.ready();
+    let meta = SnapshotMeta {
+        index: last,
+        term: l.term(),
+    };
+    l.snapshot_saved(meta);
+    l.compact(last);
+    for _ in 0..config().heartbeat_ticks {
+        l.tick();
+    }
+    l.ready(); // the snapshot to node 3
+    l.snapshot_sent(3);
+    l.propose(put("b")).unwrap();
+    let r = l.ready();
+    assert!(
+        appends(&r)
+            .iter()
+            .any(|(to, prev, _)| *to == 3 && *prev == last),
+        "a probe from just after the snapshot"
+    );
+}
