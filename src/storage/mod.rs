@@ -89,6 +89,8 @@
 mod atomic_file;
 mod frame;
 mod lock;
+mod recovery;
+mod snapshot;
 mod wal;
 
 use std::{
@@ -99,9 +101,12 @@ use std::{
 use crate::{
     config::ClusterConfig,
     error::{Error, Result},
-    raft::{Entry, HardState, Index},
+    raft::{Entry, HardState, Index, SnapshotMeta},
 };
+use atomic_file::{sync_dir, sync_file};
 use lock::DirLock;
+use snapshot::SNAPSHOT_DIR;
+pub use snapshot::{IncomingSnapshot, Snapshot, SnapshotSource, SnapshotStore, SnapshotWriter};
 use wal::{Scan, Wal, WAL_DIR};
 
 /// File holding the term and vote.
@@ -132,7 +137,13 @@ impl Default for StorageOptions {
 pub struct Recovered {
     /// The last saved term and vote; the default (term 0, no vote) if none was saved.
     pub hard_state: HardState,
-    /// All log entries, consecutive, the first with index 1; empty if there are none.
+    /// The newest intact snapshot, which the log continues; `None` if the log starts
+    /// at index 1.
+    pub snapshot: Option<Snapshot>,
+    /// The log entries after the snapshot: consecutive, the first with index
+    /// `snapshot.meta.index + 1` (1 without a snapshot); empty if there are none.
+    /// Entries at or below the snapshot's index may still be on disk until
+    /// [`Storage::compact`] deletes them, but are not returned.
     pub entries: Vec<Entry>,
     /// The config saved by [`Storage::save_membership`]; `None` on a fresh directory.
     pub membership: Option<ClusterConfig>,
@@ -142,7 +153,8 @@ pub struct Recovered {
 }
 
 /// The open, locked data directory of one node. Not shared between threads by design:
-/// the state thread owns it and is the only writer.
+/// the state thread owns it and is the only writer of the log and the hard state.
+/// Snapshots are written and read by other threads through a [`SnapshotStore`].
 pub struct Storage {
     dir: PathBuf,
     wal: Wal,
@@ -164,13 +176,16 @@ impl Storage {
     /// Like [`Storage::open`] with explicit options.
     ///
     /// Damage that a crash cannot explain is refused with [`Error::Corrupt`] and no
-    /// file is modified; a torn log tail is cut and reported in [`Recovered::notes`].
+    /// file is modified; a torn log tail is cut, and a damaged snapshot that the log
+    /// makes unnecessary is set aside, both reported in [`Recovered::notes`].
     pub fn open_with(dir: &Path, options: StorageOptions) -> Result<(Storage, Recovered)> {
         create_data_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
+        let wal_dir = dir.join(WAL_DIR);
+        let snap_dir = dir.join(SNAPSHOT_DIR);
 
         // Read-only phase: every check that can refuse runs before anything changes.
-        let (scan, entries) = Scan::read(&dir.join(WAL_DIR))?;
+        let scan = Scan::read(&wal_dir)?;
         let hard_state: HardState = atomic_file::load(dir, HARD_STATE_FILE)?.unwrap_or_default();
         let membership: Option<ClusterConfig> = atomic_file::load(dir, MEMBERSHIP_FILE)?;
         if let Some(config) = &membership {
@@ -180,6 +195,21 @@ impl Storage {
                 reason: format!("stored cluster config is invalid: {e}"),
             })?;
         }
+        let choice = recovery::choose(&snap_dir, &scan)?;
+
+        // What was read may have reached only the page cache before the last process
+        // died; make it durable before anything relies on it, repairs included.
+        scan.sync_all()?;
+        for name in [HARD_STATE_FILE, MEMBERSHIP_FILE] {
+            atomic_file::sync_if_present(dir, name)?;
+        }
+        if let Some(snap) = &choice.snapshot {
+            sync_file(&snap_dir.join(snapshot::file_name(snap.meta)))?;
+        }
+        if snap_dir.exists() {
+            sync_dir(&snap_dir)?;
+        }
+        sync_dir(dir)?;
 
         // Repair phase.
         let mut notes = Vec::new();
@@ -188,7 +218,36 @@ impl Storage {
                 notes.push(format!("removed {name}.tmp left by an interrupted replace"));
             }
         }
-        let wal = Wal::open(scan, options.segment_bytes, &mut notes)?;
+        if !snap_dir.exists() {
+            fs::create_dir(&snap_dir)
+                .map_err(|e| Error::io(format!("cannot create {}", snap_dir.display()), e))?;
+            sync_dir(dir)?;
+        }
+        for name in snapshot::remove_leftovers(&snap_dir)? {
+            notes.push(format!(
+                "removed {SNAPSHOT_DIR}/{name} left by an interrupted snapshot write"
+            ));
+        }
+        for (meta, why) in &choice.damaged {
+            let aside = snapshot::set_aside(&snap_dir, *meta)?;
+            notes.push(format!(
+                "snapshot {}@{} is damaged ({why}); the log still holds every entry after \
+                 the snapshot recovered from, so it was renamed to {SNAPSHOT_DIR}/{aside}",
+                meta.index, meta.term
+            ));
+        }
+        if !choice.damaged.is_empty() {
+            sync_dir(&snap_dir)?;
+        }
+        if let Some(snap) = &choice.snapshot {
+            notes.push(format!(
+                "loaded snapshot {}@{} ({} body bytes)",
+                snap.meta.index,
+                snap.meta.term,
+                snap.body.len()
+            ));
+        }
+        let (wal, entries) = Wal::open(scan, choice.fit, options.segment_bytes, &mut notes)?;
 
         let storage = Storage {
             dir: dir.to_path_buf(),
@@ -201,6 +260,7 @@ impl Storage {
             storage,
             Recovered {
                 hard_state,
+                snapshot: choice.snapshot,
                 entries,
                 membership,
                 notes,
@@ -214,17 +274,18 @@ impl Storage {
     /// consecutive. They are not durable until [`Storage::sync`]. An empty slice does
     /// nothing.
     ///
-    /// Misuse (a gap, index 0, non-consecutive entries) is rejected before anything is
+    /// Misuse (a gap, an index below `first_index()`, non-consecutive entries) is rejected before anything is
     /// written and does not poison the storage; any I/O failure does.
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
         self.check_poisoned()?;
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        if first.index == 0 || first.index > self.last_index() + 1 {
+        if first.index < self.first_index() || first.index > self.last_index() + 1 {
             return Err(invalid(format!(
-                "cannot append entry {} to a log ending at {}",
+                "cannot append entry {} to a log holding {}..={}",
                 first.index,
+                self.first_index(),
                 self.last_index()
             )));
         }
@@ -271,9 +332,80 @@ impl Storage {
         self.poison_on_error(result)
     }
 
-    /// Index of the last stored entry (durable or not), 0 if the log is empty.
+    /// Deletes the log segments whose entries all lie at or below `upto`, oldest
+    /// first, never the last segment, then fsyncs the `wal` directory. Entries above
+    /// `upto` that share a segment with older ones stay, so [`Storage::first_index`]
+    /// may remain at or below `upto`.
+    ///
+    /// Call it only once a snapshot covering `upto` is durable (its
+    /// [`SnapshotWriter::finish`] or [`IncomingSnapshot::finish`] returned): the
+    /// deleted entries then live on in it, and recovery accepts every state a crash
+    /// can leave. As a guard, it is refused (without poisoning) unless a stored
+    /// snapshot reaches `upto`.
+    pub fn compact(&mut self, upto: Index) -> Result<()> {
+        self.check_poisoned()?;
+        let stored = self.snapshot_store().list()?;
+        if !stored.iter().any(|m| m.index >= upto) {
+            return Err(misuse(
+                "cannot compact the log",
+                format!("no stored snapshot reaches index {upto}"),
+            ));
+        }
+        let result = self.wal.compact(upto).map(drop);
+        self.poison_on_error(result)
+    }
+
+    /// Replaces the whole log by an empty one whose next index is `meta.index + 1`,
+    /// for a follower that installed the snapshot `meta` and whose log lacks that
+    /// position or holds it with another term (Raft §7). Durable when it returns.
+    ///
+    /// Call it only once that snapshot is durable ([`IncomingSnapshot::finish`]
+    /// returned); it is refused (without poisoning) if the snapshot's file is not in
+    /// `snapshots/`. A crash part-way recovers to the old log or the new empty one,
+    /// never a mix (see the module documentation).
+    pub fn reset_log(&mut self, meta: SnapshotMeta) -> Result<()> {
+        self.check_poisoned()?;
+        let name = snapshot::file_name(meta);
+        if !self.dir.join(SNAPSHOT_DIR).join(&name).exists() {
+            return Err(misuse(
+                "cannot reset the log",
+                format!("snapshot {SNAPSHOT_DIR}/{name} is not stored"),
+            ));
+        }
+        let Some(next) = meta.index.checked_add(1) else {
+            return Err(misuse(
+                "cannot reset the log",
+                format!("index {} has no successor", meta.index),
+            ));
+        };
+        let result = self.wal.reset(next);
+        self.poison_on_error(result)
+    }
+
+    /// Index of the first entry the log holds on disk; `last_index() + 1` when it is
+    /// empty. Entries before it exist only in a snapshot. It may lie at or below the
+    /// snapshot's index, since compaction deletes whole segments.
+    pub fn first_index(&self) -> Index {
+        self.wal.first_index()
+    }
+
+    /// Index of the last stored entry (durable or not); when the log is empty, the
+    /// index it continues from (0 for a new node, the snapshot's after a reset).
     pub fn last_index(&self) -> Index {
         self.wal.last_index()
+    }
+
+    /// Total size of the log segment files in bytes, for status and for deciding
+    /// when to snapshot.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.bytes()
+    }
+
+    /// A handle on the snapshot directory for other threads: the background thread
+    /// that writes snapshots, replicators that send them, peer readers that receive
+    /// them.
+    pub fn snapshot_store(&self) -> SnapshotStore {
+        SnapshotStore::new(self.dir.join(SNAPSHOT_DIR))
     }
 
     /// The data directory this storage was opened on.
@@ -308,6 +440,7 @@ impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Storage")
             .field("dir", &self.dir)
+            .field("first_index", &self.first_index())
             .field("last_index", &self.last_index())
             .field("hard_state", &self.hard_state)
             .field("poisoned", &self.poisoned)
@@ -330,10 +463,12 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 }
 
 fn invalid(msg: String) -> Error {
-    Error::io(
-        "invalid append",
-        io::Error::new(io::ErrorKind::InvalidInput, msg),
-    )
+    misuse("invalid append", msg)
+}
+
+/// A call the caller should not have made; it changes nothing and poisons nothing.
+fn misuse(context: &str, msg: String) -> Error {
+    Error::io(context, io::Error::new(io::ErrorKind::InvalidInput, msg))
 }
 
 #[cfg(test)]
