@@ -130,7 +130,10 @@ impl Scan {
                                 format!("checksum matches but the record is not a log entry: {e}"),
                             )
                         })?;
-                        let want = first_index.checked_add(count);
+                        // The last index is kept free so "one past the end" always exists.
+                        let want = first_index
+                            .checked_add(count)
+                            .filter(|&want| want < Index::MAX);
                         if Some(entry.index) != want {
                             return Err(corrupt(
                                 at,
@@ -241,7 +244,7 @@ impl Scan {
             });
         };
         let first = first.segment.first_index;
-        if first > base + 1 {
+        if first > base.saturating_add(1) {
             return Err(Error::Corrupt {
                 file: path(live_from),
                 offset: 0,
@@ -413,7 +416,7 @@ impl Wal {
             ));
         }
 
-        let next = fit.base + 1;
+        let next = fit.base.saturating_add(1);
         let file = if let Some(reason) = &fit.reset {
             let file = restart(&dir, &segments, next)?;
             notes.push(format!(
@@ -599,10 +602,12 @@ impl Wal {
 
     /// Discards entries `from..`, durably, before the caller writes their replacements.
     ///
-    /// Later segments go first, newest first, so a crash part-way leaves a shorter but
-    /// gap-free log. The truncation is fsynced at once, not at the next `sync`: if it
-    /// were lost while the new records survived, old entries of an older term would
-    /// reappear behind them and form a log no leader ever sent.
+    /// Later segments go first, newest first, each deletion fsynced before the next
+    /// (directory changes are not promised to reach the disk in order), so a crash
+    /// part-way leaves a shorter but gap-free log. The truncation is fsynced at once,
+    /// not at the next `sync`: if it were lost while the new records survived, old
+    /// entries of an older term would reappear behind them and form a log no leader
+    /// ever sent.
     fn truncate_from(&mut self, from: Index) -> Result<()> {
         let pos = self.segments.partition_point(|s| s.first_index <= from) - 1;
         let keep = self.offsets[(from - self.first_index) as usize];
@@ -610,9 +615,9 @@ impl Wal {
             while self.segments.len() > pos + 1 {
                 if let Some(seg) = self.segments.pop() {
                     remove_segment(&self.dir, seg.first_index)?;
+                    sync_dir(&self.dir)?;
                 }
             }
-            sync_dir(&self.dir)?;
             self.dir_unsynced = false;
             let path = self.current_path();
             self.file = OpenOptions::new()
