@@ -438,6 +438,11 @@ impl Storage {
     /// deleted entries then live on in it, and recovery accepts every state a crash
     /// can leave. As a guard, it is refused (without poisoning) unless a stored
     /// snapshot reaches `upto`.
+    ///
+    /// Compacting only up to the *older* of the two kept snapshots keeps recovery's
+    /// fallback usable should the newest one be damaged (see the module
+    /// documentation), at the cost of one snapshot interval of log on disk;
+    /// compacting up to the newest frees the most space. The caller chooses.
     pub fn compact(&mut self, upto: Index) -> Result<()> {
         self.check_poisoned()?;
         let stored = self.snapshot_store().list()?;

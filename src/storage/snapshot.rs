@@ -251,8 +251,17 @@ fn verify(file: &mut File, path: &Path, meta: SnapshotMeta, keep_body: bool) -> 
                 io::Error::new(io::ErrorKind::OutOfMemory, e.to_string()),
             )
         })?;
-        body.resize(n, 0);
-        read_exact(file, &mut body, path)?;
+        // `take` + `read_to_end` fills the reserved space without zeroing it first.
+        Read::by_ref(file)
+            .take(body_len)
+            .read_to_end(&mut body)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        if body.len() != n {
+            return Err(Error::io(
+                format!("file shrank while being read: {}", path.display()),
+                io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
         hasher.update(&body);
     } else {
         let mut buf = vec![0; (IO_CHUNK as u64).min(body_len) as usize];

@@ -1381,3 +1381,20 @@ fn a_snapshot_being_sent_survives_being_pruned() {
     incoming.write_chunk(0, &all).unwrap();
     assert_eq!(incoming.finish().unwrap().body, body(m, 5000));
 }
+
+#[test]
+fn compacting_to_the_older_snapshot_keeps_the_fallback_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = four_segments(dir);
+    let store = s.snapshot_store();
+    store.write(meta(4, 1), &body(meta(4, 1), 30)).unwrap();
+    store.write(meta(9, 1), &body(meta(9, 1), 30)).unwrap();
+    s.compact(4).unwrap();
+    assert_eq!(segment_names(dir), [4, 7, 10].map(segment_name));
+    drop(s);
+    flip_byte(&snap_path(dir, meta(9, 1)), 50);
+    let (_, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.snapshot.unwrap().meta, meta(4, 1));
+    assert_eq!(rec.entries, entries(5..=12, 1));
+}
