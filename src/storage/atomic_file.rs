@@ -98,6 +98,27 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// fsyncs the content of the file at `path`, for data another process wrote and we
+/// are about to rely on. A read-only descriptor suffices: fsync covers the file, not
+/// the descriptor it is called through.
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot fsync {}", path.display()), e))
+}
+
+/// Like [`sync_file`] for `<dir>/<name>`, doing nothing when it does not exist.
+pub(crate) fn sync_if_present(dir: &Path, name: &str) -> Result<()> {
+    let path = dir.join(name);
+    match File::open(&path) {
+        Ok(f) => f
+            .sync_all()
+            .map_err(|e| Error::io(format!("cannot fsync {}", path.display()), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot open {}", path.display()), e)),
+    }
+}
+
 fn tmp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.tmp"))
 }

@@ -1,17 +1,18 @@
 //! Behaviour of the `Storage` facade against real files in temporary directories.
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{collections::BTreeMap, fs, io::Write, path::Path};
 
 use super::{
     frame::{self, Decoded},
+    snapshot::file_name,
     wal::segment_name,
-    Storage, StorageOptions,
+    Snapshot, Storage, StorageOptions,
 };
 use crate::{
     config::{ClusterConfig, NodeSpec},
     error::Error,
     kv::{Command, WriteOp},
-    raft::{Entry, HardState, Index, Payload, Term},
+    raft::{Entry, HardState, Index, Payload, SnapshotMeta, Term},
 };
 
 fn entry(index: Index, term: Term) -> Entry {
@@ -605,4 +606,795 @@ fn unchanged_hard_state_is_not_rewritten() {
     let (mut s2, _) = Storage::open(tmp2.path()).unwrap();
     s2.save_hard_state(HardState::default()).unwrap();
     assert!(!tmp2.path().join("hard_state").exists());
+}
+
+// ---- snapshots, compaction and log resets ----
+
+fn meta(index: Index, term: Term) -> SnapshotMeta {
+    SnapshotMeta { index, term }
+}
+
+/// A recognisable body of `len` bytes for the snapshot `m`.
+fn body(m: SnapshotMeta, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 * 31 + m.index * 7 + m.term) as u8)
+        .collect()
+}
+
+fn snap_path(dir: &Path, m: SnapshotMeta) -> std::path::PathBuf {
+    dir.join("snapshots").join(file_name(m))
+}
+
+fn snapshot_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A node whose log holds 1..=12 in term 1, one segment per batch of three:
+/// segments 1, 4, 7 and 10.
+fn four_segments(dir: &Path) -> Storage {
+    let (mut s, _) = Storage::open_with(dir, tiny()).unwrap();
+    for batch in [1..=3, 4..=6, 7..=9, 10..=12] {
+        s.append(&entries(batch, 1)).unwrap();
+    }
+    s.sync().unwrap();
+    assert_eq!(segment_names(dir), [1, 4, 7, 10].map(segment_name));
+    s
+}
+
+fn has_note(notes: &[String], needle: &str) -> bool {
+    notes.iter().any(|n| n.contains(needle))
+}
+
+#[test]
+fn snapshot_round_trip_through_write_stream_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, rec) = Storage::open(dir).unwrap();
+    assert_eq!(rec.snapshot, None);
+    s.append(&entries(1..=10, 2)).unwrap();
+    s.sync().unwrap();
+    let store = s.snapshot_store();
+    assert!(store.list().unwrap().is_empty());
+
+    store.write(meta(4, 2), &body(meta(4, 2), 1000)).unwrap();
+    // The streaming writer: the body arrives in pieces, as a serializer writes it.
+    let big = body(meta(8, 2), 3 << 20);
+    let mut w = store.create(meta(8, 2)).unwrap();
+    for piece in big.chunks(70_001) {
+        std::io::Write::write_all(&mut w, piece).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(store.list().unwrap(), vec![meta(4, 2), meta(8, 2)]);
+    assert_eq!(store.load(meta(8, 2)).unwrap().body, big);
+    assert_eq!(
+        fs::metadata(snap_path(dir, meta(8, 2))).unwrap().len(),
+        big.len() as u64 + 40
+    );
+    // An empty body is a valid snapshot too.
+    store.write(meta(9, 2), &[]).unwrap();
+    assert!(store.load(meta(9, 2)).unwrap().body.is_empty());
+    drop(s);
+
+    let (s, rec) = Storage::open(dir).unwrap();
+    assert_eq!(
+        rec.snapshot,
+        Some(Snapshot {
+            meta: meta(9, 2),
+            body: Vec::new()
+        })
+    );
+    assert_eq!(rec.entries, entries(10..=10, 2));
+    // Nothing was compacted: the entries below the snapshot are still on disk.
+    assert_eq!((s.first_index(), s.last_index()), (1, 10));
+    assert!(
+        has_note(&rec.notes, "loaded snapshot 9@2"),
+        "{:?}",
+        rec.notes
+    );
+}
+
+#[test]
+fn only_the_newest_two_snapshots_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = Storage::open(tmp.path()).unwrap();
+    let store = s.snapshot_store();
+    for i in 1..=5 {
+        store
+            .write(meta(i * 10, 1), &body(meta(i * 10, 1), 100))
+            .unwrap();
+        let want: Vec<_> = (i.saturating_sub(1).max(1)..=i)
+            .map(|j| meta(j * 10, 1))
+            .collect();
+        assert_eq!(store.list().unwrap(), want);
+    }
+    assert_eq!(
+        snapshot_names(tmp.path()),
+        [meta(40, 1), meta(50, 1)].map(file_name)
+    );
+}
+
+#[test]
+fn abandoned_writer_leaves_no_file_and_leftover_tmp_is_removed_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let (s, _) = Storage::open(dir).unwrap();
+        let store = s.snapshot_store();
+        let mut w = store.create(meta(3, 1)).unwrap();
+        std::io::Write::write_all(&mut w, b"half of a state machine").unwrap();
+        drop(w);
+        assert!(snapshot_names(dir).is_empty());
+    }
+    // What a crash in the middle of a write leaves.
+    let leftover = dir
+        .join("snapshots")
+        .join(format!("{}.tmp", file_name(meta(3, 1))));
+    fs::write(&leftover, b"RKVSNAP\0 and then nothing").unwrap();
+
+    // Removed only after every check passed: a refused open leaves it.
+    let seg = seg_path(dir, 1);
+    fs::write(&seg, [0xFFu8; 64]).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&{
+            let mut b = Vec::new();
+            frame::encode(&mut b, &entry(1, 1)).unwrap();
+            b
+        })
+        .unwrap();
+    expect_corrupt(Storage::open(dir));
+    assert!(leftover.exists());
+
+    fs::write(&seg, b"").unwrap();
+    let (_, rec) = Storage::open(dir).unwrap();
+    assert!(!leftover.exists());
+    assert!(
+        has_note(&rec.notes, "interrupted snapshot write"),
+        "{:?}",
+        rec.notes
+    );
+}
+
+#[test]
+fn compaction_deletes_only_wholly_covered_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = four_segments(dir);
+    // Refused without a snapshot that reaches the index, and nothing changes.
+    assert!(s.compact(7).is_err());
+    assert_eq!(segment_names(dir).len(), 4);
+
+    s.snapshot_store()
+        .write(meta(7, 1), &body(meta(7, 1), 500))
+        .unwrap();
+    let before = s.wal_bytes();
+    s.compact(7).unwrap();
+    // Segment 7 holds 8 and 9 too: it stays, and so does everything after it.
+    assert_eq!(segment_names(dir), [7, 10].map(segment_name));
+    assert_eq!((s.first_index(), s.last_index()), (7, 12));
+    assert!(s.wal_bytes() < before);
+    let on_disk: u64 = segment_names(dir)
+        .iter()
+        .map(|n| fs::metadata(dir.join("wal").join(n)).unwrap().len())
+        .sum();
+    assert_eq!(s.wal_bytes(), on_disk);
+    // The last segment is never deleted, however far the snapshot reaches.
+    s.snapshot_store()
+        .write(meta(12, 1), &body(meta(12, 1), 10))
+        .unwrap();
+    s.compact(12).unwrap();
+    assert_eq!(segment_names(dir), [segment_name(10)]);
+    s.append(&entries(13..=14, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+
+    let (s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.snapshot.unwrap().meta, meta(12, 1));
+    assert_eq!(rec.entries, entries(13..=14, 1));
+    assert_eq!((s.first_index(), s.last_index()), (10, 14));
+}
+
+#[test]
+fn recovery_starts_from_the_snapshot_and_the_log_suffix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = four_segments(dir);
+    s.snapshot_store()
+        .write(meta(5, 1), &body(meta(5, 1), 64))
+        .unwrap();
+    s.compact(5).unwrap();
+    assert_eq!(segment_names(dir), [4, 7, 10].map(segment_name));
+    drop(s);
+    let (mut s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.snapshot.as_ref().unwrap().meta, meta(5, 1));
+    assert_eq!(rec.snapshot.unwrap().body, body(meta(5, 1), 64));
+    assert_eq!(rec.entries, entries(6..=12, 1));
+    assert_eq!(s.first_index(), 4);
+    // A conflict truncation in a log that starts at 4 still works, down to its first
+    // segment; below the first index it is misuse and poisons nothing.
+    s.append(&entries(6..=6, 2)).unwrap();
+    assert_eq!(segment_names(dir), [4, 6].map(segment_name));
+    assert!(s.append(&entries(3..=3, 2)).is_err());
+    s.append(&entries(7..=7, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (_, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.entries, entries(6..=7, 2));
+}
+
+#[test]
+fn a_crash_between_snapshot_and_compaction_is_harmless() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = four_segments(dir);
+    s.snapshot_store()
+        .write(meta(9, 1), &body(meta(9, 1), 64))
+        .unwrap();
+    drop(s);
+    // Not compacted at all.
+    let (s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.entries, entries(10..=12, 1));
+    assert_eq!(s.first_index(), 1);
+    drop(s);
+    // Compaction part-way, with the deletions reaching the disk out of order: a
+    // covered segment cut off by a gap is deleted on open.
+    fs::remove_file(seg_path(dir, 4)).unwrap();
+    let (s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.entries, entries(10..=12, 1));
+    assert_eq!(s.first_index(), 7);
+    assert_eq!(segment_names(dir), [7, 10].map(segment_name));
+    assert!(
+        has_note(&rec.notes, "interrupted compaction"),
+        "{:?}",
+        rec.notes
+    );
+}
+
+#[test]
+fn a_gap_between_the_snapshot_and_the_log_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = four_segments(dir);
+    s.snapshot_store()
+        .write(meta(5, 1), &body(meta(5, 1), 64))
+        .unwrap();
+    drop(s);
+    // Entries 6 and 7..9 lost: the log restarts at 10, the snapshot ends at 5.
+    fs::remove_file(seg_path(dir, 1)).unwrap();
+    fs::remove_file(seg_path(dir, 4)).unwrap();
+    fs::remove_file(seg_path(dir, 7)).unwrap();
+    let before = all_files(dir);
+    let (file, offset) = expect_corrupt(Storage::open_with(dir, tiny()));
+    assert_eq!(
+        (file, offset),
+        (seg_path(dir, 10).to_string_lossy().into(), 0)
+    );
+    assert_eq!(all_files(dir), before);
+
+    // A gap with entries above the snapshot before it: entries 4..=6 are missing
+    // from the middle of the log.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = four_segments(dir);
+    s.snapshot_store()
+        .write(meta(2, 1), &body(meta(2, 1), 64))
+        .unwrap();
+    drop(s);
+    fs::remove_file(seg_path(dir, 4)).unwrap();
+    let (file, _) = expect_corrupt(Storage::open_with(dir, tiny()));
+    assert_eq!(file, seg_path(dir, 7).to_string_lossy());
+}
+
+#[test]
+fn damaged_newest_snapshot_falls_back_when_the_log_covers_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let (mut s, _) = Storage::open(dir).unwrap();
+        s.append(&entries(1..=10, 1)).unwrap();
+        s.sync().unwrap();
+        let store = s.snapshot_store();
+        store.write(meta(4, 1), &body(meta(4, 1), 300)).unwrap();
+        store.write(meta(8, 1), &body(meta(8, 1), 300)).unwrap();
+    }
+    let newest = snap_path(dir, meta(8, 1));
+    flip_byte(&newest, 100);
+    let (mut s, rec) = Storage::open(dir).unwrap();
+    assert_eq!(
+        rec.snapshot,
+        Some(Snapshot {
+            meta: meta(4, 1),
+            body: body(meta(4, 1), 300)
+        })
+    );
+    assert_eq!(rec.entries, entries(5..=10, 1));
+    assert!(
+        has_note(&rec.notes, "snapshot 8@1 is damaged (corrupt data in"),
+        "{:?}",
+        rec.notes
+    );
+    // Set aside for an operator, out of the way of the next snapshots.
+    assert!(!newest.exists());
+    assert_eq!(
+        snapshot_names(dir),
+        [
+            file_name(meta(4, 1)),
+            format!("{}.damaged", file_name(meta(8, 1)))
+        ]
+    );
+    s.snapshot_store()
+        .write(meta(8, 1), &body(meta(8, 1), 300))
+        .unwrap();
+    assert_eq!(s.snapshot_store().list().unwrap(), [meta(4, 1), meta(8, 1)]);
+    s.append(&entries(11..=11, 1)).unwrap();
+}
+
+#[test]
+fn damaged_only_snapshot_falls_back_to_a_log_that_starts_at_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let (mut s, _) = Storage::open(dir).unwrap();
+        s.append(&entries(1..=10, 1)).unwrap();
+        s.sync().unwrap();
+        s.snapshot_store()
+            .write(meta(8, 1), &body(meta(8, 1), 300))
+            .unwrap();
+    }
+    let path = snap_path(dir, meta(8, 1));
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let (_, rec) = Storage::open(dir).unwrap();
+    assert_eq!(rec.snapshot, None);
+    assert_eq!(rec.entries, entries(1..=10, 1));
+    assert!(has_note(&rec.notes, "8@1 is damaged"), "{:?}", rec.notes);
+}
+
+#[test]
+fn damaged_newest_snapshot_without_log_coverage_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = four_segments(dir);
+    let store = s.snapshot_store();
+    store.write(meta(4, 1), &body(meta(4, 1), 300)).unwrap();
+    store.write(meta(9, 1), &body(meta(9, 1), 300)).unwrap();
+    s.compact(9).unwrap();
+    assert_eq!(segment_names(dir), [segment_name(10)]);
+    drop(s);
+    // The log starts at 10, the older snapshot ends at 4: entries 5..=9 exist only
+    // in the damaged one.
+    let newest = snap_path(dir, meta(9, 1));
+    flip_byte(&newest, 40);
+    let before = all_files(dir);
+    let (file, _) = expect_corrupt(Storage::open_with(dir, tiny()));
+    assert_eq!(file, newest.to_string_lossy());
+    assert_eq!(all_files(dir), before);
+
+    // Truncated instead of flipped: the same refusal.
+    fs::write(
+        &newest,
+        &before[&format!("snapshots/{}", file_name(meta(9, 1)))][..100],
+    )
+    .unwrap();
+    match Storage::open_with(dir, tiny()) {
+        Err(Error::Corrupt { file, reason, .. }) => {
+            assert_eq!(file, newest);
+            assert!(reason.contains("cannot fall back"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn fallback_is_refused_when_the_log_ends_before_the_damaged_snapshot() {
+    // The shape a crash between installing a leader's snapshot and resetting the
+    // log leaves: the log is far behind the newest snapshot, so falling back to the
+    // older one would lose what the leader was told is stored.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let (mut s, _) = Storage::open(dir).unwrap();
+        s.append(&entries(1..=10, 1)).unwrap();
+        s.sync().unwrap();
+        let store = s.snapshot_store();
+        store.write(meta(4, 1), &body(meta(4, 1), 30)).unwrap();
+        store.write(meta(50, 3), &body(meta(50, 3), 30)).unwrap();
+    }
+    flip_byte(&snap_path(dir, meta(50, 3)), 30);
+    let (file, _) = expect_corrupt(Storage::open(dir));
+    assert_eq!(file, snap_path(dir, meta(50, 3)).to_string_lossy());
+}
+
+#[test]
+fn garbage_snapshot_files_are_corrupt_never_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = Storage::open(tmp.path()).unwrap();
+    let store = s.snapshot_store();
+    let m = meta(7, 2);
+    store.write(m, &body(m, 200)).unwrap();
+    let path = snap_path(tmp.path(), m);
+    let good = fs::read(&path).unwrap();
+    let n = good.len();
+
+    let mut huge_len = good.clone();
+    huge_len[n - 12..n - 4].copy_from_slice(&u64::MAX.to_le_bytes());
+    let mut version = good.clone();
+    version[8] = 9;
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    let mut extended = good.clone();
+    extended.extend_from_slice(&[0; 16]);
+    let other = {
+        store.write(meta(8, 2), &body(m, 200)).unwrap();
+        fs::read(snap_path(tmp.path(), meta(8, 2))).unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("5 bytes", good[..5].to_vec()),
+        ("header only", good[..28].to_vec()),
+        ("one short of empty body", good[..39].to_vec()),
+        ("zeros", vec![0; 4096]),
+        ("0xFF", vec![0xFF; 333]),
+        ("body length u64::MAX", huge_len),
+        ("unknown version", version),
+        ("wrong magic", magic),
+        ("extended", extended),
+        ("truncated by one", good[..n - 1].to_vec()),
+        ("another snapshot under this name", other),
+    ];
+    for (what, bytes) in cases {
+        fs::write(&path, &bytes).unwrap();
+        match store.load(m) {
+            Err(Error::Corrupt { file, .. }) => assert_eq!(file, path, "{what}"),
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+        match store.open_source(m) {
+            Err(Error::Corrupt { file, .. }) => assert_eq!(file, path, "{what}"),
+            other => panic!("{what}: expected Corrupt from open_source, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn malformed_snapshot_name_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Storage::open(tmp.path()).unwrap());
+    let stray = tmp.path().join("snapshots").join("7-2.snap");
+    fs::write(&stray, b"x").unwrap();
+    let (file, _) = expect_corrupt(Storage::open(tmp.path()));
+    assert_eq!(file, stray.to_string_lossy());
+}
+
+#[test]
+fn reset_log_then_append_then_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open_with(dir, tiny()).unwrap();
+    s.append(&entries(1..=3, 1)).unwrap();
+    s.append(&entries(4..=5, 1)).unwrap();
+    s.sync().unwrap();
+    let m = meta(20, 3);
+    // Refused without the snapshot on disk, and the storage is still usable.
+    assert!(s.reset_log(m).is_err());
+    s.snapshot_store().write(m, &body(m, 128)).unwrap();
+    s.reset_log(m).unwrap();
+    assert_eq!(segment_names(dir), [segment_name(21)]);
+    assert_eq!((s.first_index(), s.last_index()), (21, 20));
+    assert!(
+        s.append(&entries(20..=20, 3)).is_err(),
+        "below the first index"
+    );
+    assert!(s.append(&entries(22..=22, 3)).is_err(), "a gap");
+    s.append(&entries(21..=23, 3)).unwrap();
+    s.append(&entries(24..=25, 3)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+
+    let (mut s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.snapshot.unwrap().meta, m);
+    assert_eq!(rec.entries, entries(21..=25, 3));
+    assert!(!has_note(&rec.notes, "replaced the log"), "{:?}", rec.notes);
+    // Conflict truncation in a log that starts after a reset: inside the first
+    // segment, and at its very first index.
+    s.append(&entries(23..=23, 4)).unwrap();
+    assert_eq!(segment_names(dir), [21, 23].map(segment_name));
+    s.sync().unwrap();
+    drop(s);
+    let (mut s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    let mut want = entries(21..=22, 3);
+    want.push(entry(23, 4));
+    assert_eq!(rec.entries, want);
+    s.append(&entries(21..=21, 5)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let (s, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.entries, entries(21..=21, 5));
+    assert_eq!(s.last_index(), 21);
+}
+
+#[test]
+fn a_crash_at_any_step_of_reset_log_recovers() {
+    // Each case is a state reset_log passes through, left by hand: the snapshot is
+    // durable (it always is first), the old log 1..=12 in term 1 conflicts with it
+    // at index 9 (term 2) or ends before it (index 20).
+    type Step = fn(&Path);
+    let steps: [(&str, Step); 5] = [
+        ("nothing deleted yet", |_| {}),
+        ("newest segment deleted", |d| {
+            fs::remove_file(seg_path(d, 10)).unwrap()
+        }),
+        ("a middle segment deleted", |d| {
+            fs::remove_file(seg_path(d, 4)).unwrap()
+        }),
+        ("every segment deleted", |d| {
+            for i in [1, 4, 7, 10] {
+                fs::remove_file(seg_path(d, i)).unwrap();
+            }
+        }),
+        ("the wal directory itself gone", |d| {
+            fs::remove_dir_all(d.join("wal")).unwrap()
+        }),
+    ];
+    for m in [meta(9, 2), meta(20, 2)] {
+        for (what, step) in steps {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
+            let s = four_segments(dir);
+            s.snapshot_store().write(m, &body(m, 50)).unwrap();
+            drop(s);
+            step(dir);
+            let (mut s, rec) = Storage::open_with(dir, tiny())
+                .unwrap_or_else(|e| panic!("{}@{} {what}: {e}", m.index, m.term));
+            assert_eq!(rec.snapshot.unwrap().meta, m, "{what}");
+            assert!(rec.entries.is_empty(), "{what}: {:?}", rec.entries);
+            assert_eq!(s.last_index(), m.index, "{what}");
+            assert_eq!(segment_names(dir), [segment_name(m.index + 1)], "{what}");
+            s.append(&entries(m.index + 1..=m.index + 2, 2)).unwrap();
+            s.sync().unwrap();
+            drop(s);
+            let (_, rec) = Storage::open_with(dir, tiny()).unwrap();
+            assert_eq!(rec.entries, entries(m.index + 1..=m.index + 2, 2), "{what}");
+        }
+    }
+    // The last state: the new empty segment exists (possibly beside nothing else).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = four_segments(dir);
+    s.snapshot_store()
+        .write(meta(9, 2), &body(meta(9, 2), 5))
+        .unwrap();
+    s.reset_log(meta(9, 2)).unwrap();
+    drop(s);
+    let (_, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert!(rec.entries.is_empty());
+    assert!(!has_note(&rec.notes, "replaced the log"), "{:?}", rec.notes);
+    assert!(has_note(&rec.notes, "next index 10"), "{:?}", rec.notes);
+}
+
+#[test]
+fn a_log_that_matches_the_snapshot_is_kept() {
+    // The snapshot's own entry is in the log with its term: nothing to replace.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = four_segments(dir);
+    s.snapshot_store()
+        .write(meta(9, 1), &body(meta(9, 1), 5))
+        .unwrap();
+    drop(s);
+    let (_, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.entries, entries(10..=12, 1));
+    assert_eq!(segment_names(dir), [1, 4, 7, 10].map(segment_name));
+}
+
+/// Sends every byte of `source` into `incoming` in chunks of `size`, from where the
+/// incoming file stands.
+fn send(source: &mut super::SnapshotSource, incoming: &mut super::IncomingSnapshot, size: usize) {
+    loop {
+        let at = incoming.offset();
+        let chunk = source.read_chunk(at, size).unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        incoming.write_chunk(at, &chunk).unwrap();
+    }
+}
+
+#[test]
+fn chunked_transfer_resumes_from_the_stored_offset() {
+    let leader = tempfile::tempdir().unwrap();
+    let follower = tempfile::tempdir().unwrap();
+    let m = meta(30, 4);
+    let big = body(m, 100_000);
+    let (ls, _) = Storage::open(leader.path()).unwrap();
+    ls.snapshot_store().write(m, &big).unwrap();
+    let mut source = ls.snapshot_store().open_source(m).unwrap();
+    assert_eq!(source.meta(), m);
+    assert_eq!(source.size(), big.len() as u64 + 40);
+    assert!(source.read_chunk(source.size() + 1, 10).is_err());
+    assert!(source.read_chunk(u64::MAX, usize::MAX).is_err());
+    assert!(source.read_chunk(source.size(), 10).unwrap().is_empty());
+    assert_eq!(
+        source
+            .read_chunk(source.size() - 3, usize::MAX)
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let (mut fs_, _) = Storage::open_with(follower.path(), tiny()).unwrap();
+    fs_.append(&entries(1..=5, 1)).unwrap();
+    fs_.sync().unwrap();
+    let store = fs_.snapshot_store();
+    let mut incoming = store.receive(m, 7).unwrap();
+    assert_eq!((incoming.meta(), incoming.leader_term()), (m, 7));
+    assert_eq!(incoming.offset(), 0);
+    for i in 0..3u64 {
+        let chunk = source.read_chunk(i * 4096, 4096).unwrap();
+        incoming.write_chunk(i * 4096, &chunk).unwrap();
+    }
+    assert_eq!(incoming.offset(), 3 * 4096);
+    // The connection drops; a new reader thread picks the transfer up again.
+    drop(incoming);
+    let mut incoming = store.receive(m, 7).unwrap();
+    assert_eq!(incoming.offset(), 3 * 4096);
+    // A chunk past the stored bytes would leave a hole: refused, and harmless.
+    let ahead = source.read_chunk(5 * 4096, 10).unwrap();
+    assert!(incoming.write_chunk(5 * 4096, &ahead).is_err());
+    assert!(incoming.write_chunk(u64::MAX, &ahead).is_err());
+    // A resent chunk overlapping the stored bytes adds only what is new.
+    let overlap = source.read_chunk(2 * 4096, 8192).unwrap();
+    incoming.write_chunk(2 * 4096, &overlap).unwrap();
+    assert_eq!(incoming.offset(), 4 * 4096);
+    incoming.write_chunk(0, &[1, 2, 3]).unwrap();
+    assert_eq!(incoming.offset(), 4 * 4096);
+    send(&mut source, &mut incoming, 10_000);
+    let snap = incoming.finish().unwrap();
+    assert_eq!((snap.meta, &snap.body), (m, &big));
+    assert_eq!(store.list().unwrap(), [m]);
+    assert!(!snapshot_names(follower.path())
+        .iter()
+        .any(|n| n.ends_with(".partial")));
+
+    // The follower's log lacks 30@4: it resets, then a restart finds the snapshot.
+    fs_.reset_log(m).unwrap();
+    drop(fs_);
+    let (s, rec) = Storage::open_with(follower.path(), tiny()).unwrap();
+    assert_eq!(rec.snapshot.unwrap().body, big);
+    assert!(rec.entries.is_empty());
+    assert_eq!(s.last_index(), 30);
+}
+
+#[test]
+fn a_new_transfer_discards_the_partial_file_of_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = Storage::open(tmp.path()).unwrap();
+    let store = s.snapshot_store();
+    let m = meta(30, 4);
+    let mut first = store.receive(m, 7).unwrap();
+    first.write_chunk(0, &[0u8; 10]).unwrap();
+    drop(first);
+    // Same snapshot from the leader of a later term: its bytes may differ.
+    assert_eq!(store.receive(m, 8).unwrap().offset(), 0);
+    let partials = |dir: &Path| {
+        snapshot_names(dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".partial"))
+            .count()
+    };
+    assert_eq!(partials(tmp.path()), 1);
+    let mut again = store.receive(meta(31, 4), 8).unwrap();
+    assert_eq!(again.offset(), 0);
+    assert_eq!(partials(tmp.path()), 1);
+    // Bytes that are not this snapshot's header are not resumed from.
+    again
+        .write_chunk(0, b"not a snapshot header at all, no")
+        .unwrap();
+    drop(again);
+    assert_eq!(store.receive(meta(31, 4), 8).unwrap().offset(), 0);
+}
+
+#[test]
+fn a_damaged_chunk_is_refused_at_finish() {
+    let leader = tempfile::tempdir().unwrap();
+    let follower = tempfile::tempdir().unwrap();
+    let m = meta(12, 2);
+    let (ls, _) = Storage::open(leader.path()).unwrap();
+    ls.snapshot_store().write(m, &body(m, 20_000)).unwrap();
+    let mut source = ls.snapshot_store().open_source(m).unwrap();
+    let (fs_, _) = Storage::open(follower.path()).unwrap();
+    let store = fs_.snapshot_store();
+
+    let mut incoming = store.receive(m, 3).unwrap();
+    let mut chunk = source.read_chunk(0, 8192).unwrap();
+    chunk[5000] ^= 0x01;
+    incoming.write_chunk(0, &chunk).unwrap();
+    send(&mut source, &mut incoming, 8192);
+    let partial = follower
+        .path()
+        .join("snapshots")
+        .join(snapshot_names(follower.path()).pop().unwrap());
+    assert!(partial.to_string_lossy().ends_with(".partial"));
+    match incoming.finish() {
+        Err(Error::Corrupt { file, reason, .. }) => {
+            assert_eq!(file, partial);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(snapshot_names(follower.path()).is_empty());
+    // The sender stopping short is refused the same way.
+    let mut incoming = store.receive(m, 3).unwrap();
+    assert_eq!(incoming.offset(), 0);
+    let all = source.read_chunk(0, usize::MAX).unwrap();
+    incoming.write_chunk(0, &all[..all.len() - 1]).unwrap();
+    assert!(matches!(incoming.finish(), Err(Error::Corrupt { .. })));
+    assert!(store.list().unwrap().is_empty());
+    // And a clean resend succeeds.
+    let mut incoming = store.receive(m, 3).unwrap();
+    send(&mut source, &mut incoming, 1 << 20);
+    assert_eq!(incoming.finish().unwrap().body, body(m, 20_000));
+}
+
+#[test]
+fn a_log_reset_without_its_snapshot_is_refused() {
+    // An empty log continuing at 21 with no snapshot: entries 1..=20 are nowhere.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    {
+        let (mut s, _) = Storage::open(dir).unwrap();
+        s.snapshot_store().write(meta(20, 1), b"state").unwrap();
+        s.reset_log(meta(20, 1)).unwrap();
+    }
+    fs::remove_file(snap_path(dir, meta(20, 1))).unwrap();
+    let (file, _) = expect_corrupt(Storage::open(dir));
+    assert_eq!(file, seg_path(dir, 21).to_string_lossy());
+}
+
+#[test]
+fn a_snapshot_being_sent_survives_being_pruned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = Storage::open(tmp.path()).unwrap();
+    let store = s.snapshot_store();
+    let m = meta(10, 1);
+    store.write(m, &body(m, 5000)).unwrap();
+    let mut source = store.open_source(m).unwrap();
+    let first = source.read_chunk(0, 100).unwrap();
+    store.write(meta(20, 1), b"newer").unwrap();
+    store.write(meta(30, 1), b"newest").unwrap();
+    assert!(!snap_path(tmp.path(), m).exists());
+    // The open file still holds every byte of it.
+    let mut all = first;
+    all.extend(source.read_chunk(100, usize::MAX).unwrap());
+    let mut incoming = store.receive(m, 1).unwrap();
+    incoming.write_chunk(0, &all).unwrap();
+    assert_eq!(incoming.finish().unwrap().body, body(m, 5000));
+}
+
+#[test]
+fn compacting_to_the_older_snapshot_keeps_the_fallback_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = four_segments(dir);
+    let store = s.snapshot_store();
+    store.write(meta(4, 1), &body(meta(4, 1), 30)).unwrap();
+    store.write(meta(9, 1), &body(meta(9, 1), 30)).unwrap();
+    s.compact(4).unwrap();
+    assert_eq!(segment_names(dir), [4, 7, 10].map(segment_name));
+    drop(s);
+    flip_byte(&snap_path(dir, meta(9, 1)), 50);
+    let (_, rec) = Storage::open_with(dir, tiny()).unwrap();
+    assert_eq!(rec.snapshot.unwrap().meta, meta(4, 1));
+    assert_eq!(rec.entries, entries(5..=12, 1));
 }

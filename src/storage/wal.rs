@@ -10,12 +10,12 @@ use std::{
 };
 
 use super::{
-    atomic_file::sync_dir,
+    atomic_file::{sync_dir, sync_file},
     frame::{self, Decoded},
 };
 use crate::{
     error::{Error, Result},
-    raft::{Entry, Index},
+    raft::{Entry, Index, SnapshotMeta},
 };
 
 /// Name of the log directory inside the data directory.
@@ -44,10 +44,25 @@ fn parse_segment_name(name: &str) -> Option<Index> {
 
 /// One segment file. Only its name and length are kept; the byte offsets of its
 /// entries live in `Wal::offsets`.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Segment {
     first_index: Index,
     len: u64,
+}
+
+/// A segment as the recovery scan found it.
+#[derive(Debug)]
+struct Scanned {
+    segment: Segment,
+    /// Intact entries it holds (after any torn tail).
+    count: u64,
+}
+
+impl Scanned {
+    /// The index an entry right after this segment would have.
+    fn next_index(&self) -> Index {
+        self.segment.first_index + self.count
+    }
 }
 
 /// Where recovery will cut the last segment: it keeps `keep` bytes.
@@ -60,25 +75,32 @@ struct Cut {
 
 /// What the read-only recovery pass found. Turning it into a [`Wal`] is the first
 /// step that writes anything, so every refusal happens before any file changes.
+///
+/// The scan checks each segment on its own (records intact and consecutive from the
+/// index in its name, damage only as a torn tail of the last one); how the segments
+/// fit together depends on the snapshot, and is [`Scan::fit`]'s business.
 #[derive(Debug)]
 pub(crate) struct Scan {
     dir: PathBuf,
-    segments: Vec<Segment>,
+    segments: Vec<Scanned>,
+    /// Byte offset of every intact entry, all segments in order.
     offsets: Vec<u64>,
+    /// Every intact entry, all segments in order.
+    entries: Vec<Entry>,
     cut: Option<Cut>,
 }
 
 impl Scan {
-    /// Reads and checks every segment under `wal_dir` (absent = empty log) without
-    /// modifying anything; returns the scan and all intact entries.
-    pub(crate) fn read(wal_dir: &Path) -> Result<(Scan, Vec<Entry>)> {
+    /// Reads and checks every segment under `wal_dir` (absent = no segments) without
+    /// modifying anything.
+    pub(crate) fn read(wal_dir: &Path) -> Result<Scan> {
         let mut scan = Scan {
             dir: wal_dir.to_path_buf(),
             segments: Vec::new(),
             offsets: Vec::new(),
+            entries: Vec::new(),
             cut: None,
         };
-        let mut entries = Vec::new();
         let firsts = list_segments(wal_dir)?;
         let mut bytes = Vec::new();
         for (i, &first_index) in firsts.iter().enumerate() {
@@ -89,23 +111,15 @@ impl Scan {
                 offset: offset as u64,
                 reason,
             };
-            let expected = entries.len() as Index + 1;
-            if first_index != expected {
-                // A gap means a lost segment or a stray file; either way entries are
-                // missing from the middle, which no crash of ours can produce.
-                return Err(corrupt(
-                    0,
-                    format!(
-                        "segment should start at index {expected} (the log before it ends at {})",
-                        expected - 1
-                    ),
-                ));
+            if first_index == 0 {
+                return Err(corrupt(0, "log indexes start at 1".into()));
             }
             bytes.clear();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
 
+            let mut count: u64 = 0;
             let mut at = 0;
             loop {
                 match frame::decode(&bytes, at) {
@@ -116,15 +130,24 @@ impl Scan {
                                 format!("checksum matches but the record is not a log entry: {e}"),
                             )
                         })?;
-                        let want = entries.len() as Index + 1;
-                        if entry.index != want {
+                        // The last index is kept free so "one past the end" always exists.
+                        let want = first_index
+                            .checked_add(count)
+                            .filter(|&want| want < Index::MAX);
+                        if Some(entry.index) != want {
                             return Err(corrupt(
                                 at,
-                                format!("record holds index {}, expected {want}", entry.index),
+                                format!(
+                                    "record holds index {}, expected {}",
+                                    entry.index,
+                                    want.map_or("none (past the largest index)".into(), |w| w
+                                        .to_string())
+                                ),
                             ));
                         }
                         scan.offsets.push(at as u64);
-                        entries.push(entry);
+                        scan.entries.push(entry);
+                        count += 1;
                         at = next;
                     }
                     Decoded::End => break,
@@ -156,13 +179,143 @@ impl Scan {
                     }
                 }
             }
-            scan.segments.push(Segment {
-                first_index,
-                len: at as u64,
+            scan.segments.push(Scanned {
+                segment: Segment {
+                    first_index,
+                    len: at as u64,
+                },
+                count,
             });
         }
-        Ok((scan, entries))
+        Ok(scan)
     }
+
+    /// Decides how the scanned segments continue `snapshot` (or, without one, start
+    /// the log at index 1), still without modifying anything; `snapshot_file` names
+    /// the snapshot in error messages.
+    ///
+    /// The live log is the longest run of contiguous segments that ends with the last
+    /// one. It must start at or before `snapshot.index + 1`, else entries are missing:
+    /// refused, naming its first segment. Segments before a gap must lie wholly at or
+    /// below the snapshot index (compaction leftovers); otherwise the gap took entries
+    /// the snapshot does not hold: refused, naming the segment after the gap. A live
+    /// log that ends before the snapshot, or holds the snapshot's index with another
+    /// term, is replaced by an empty one (Raft §7: a snapshot that does not match the
+    /// log supersedes all of it).
+    pub(crate) fn fit(&self, snapshot: Option<SnapshotMeta>, snapshot_file: &str) -> Result<Fit> {
+        let base = snapshot.map_or(0, |m| m.index);
+        let covers = match snapshot {
+            None => "there is no snapshot".to_string(),
+            Some(m) => format!(
+                "the snapshot {snapshot_file} ends at {}@{}",
+                m.index, m.term
+            ),
+        };
+        let segs = &self.segments;
+        let path = |i: usize| self.dir.join(segment_name(segs[i].segment.first_index));
+        let continues = |j: usize| segs[j - 1].next_index() == segs[j].segment.first_index;
+        let live_from = (1..segs.len()).rev().find(|&j| !continues(j)).unwrap_or(0);
+
+        // Entries above the snapshot before a gap: the gap lost some of the log.
+        if let Some(above) = segs[..live_from]
+            .iter()
+            .position(|s| s.next_index() - 1 > base)
+        {
+            let j = (above + 1..=live_from)
+                .find(|&j| !continues(j))
+                .unwrap_or(live_from);
+            let end = segs[j - 1].next_index() - 1;
+            return Err(Error::Corrupt {
+                file: path(j),
+                offset: 0,
+                reason: format!(
+                    "segment should start at index {} (the log before it ends at {end}), \
+                     and {covers}, so entries are missing",
+                    end + 1
+                ),
+            });
+        }
+        let live = &segs[live_from..];
+        let (Some(first), Some(last)) = (live.first(), live.last()) else {
+            return Ok(Fit {
+                base,
+                live_from,
+                reset: None,
+            });
+        };
+        let first = first.segment.first_index;
+        if first > base.saturating_add(1) {
+            return Err(Error::Corrupt {
+                file: path(live_from),
+                offset: 0,
+                reason: format!(
+                    "the log starts at index {first}, but {covers}: entries {}..={} are missing",
+                    base + 1,
+                    first - 1
+                ),
+            });
+        }
+        let last = last.next_index() - 1;
+        let reset = match snapshot {
+            None => None,
+            Some(m) if last < m.index => Some(format!(
+                "the log ends at {last}, before the snapshot at {}",
+                m.index
+            )),
+            Some(m) if first <= m.index => {
+                let stale: u64 = segs[..live_from].iter().map(|s| s.count).sum();
+                let term = self.entries[(stale + m.index - first) as usize].term;
+                (term != m.term).then(|| {
+                    format!(
+                        "its entry {} has term {term}, the snapshot's has term {}",
+                        m.index, m.term
+                    )
+                })
+            }
+            Some(_) => None,
+        };
+        Ok(Fit {
+            base,
+            live_from,
+            reset,
+        })
+    }
+
+    /// The last index the live log would hold under `fit`: `fit.base` if it is empty
+    /// or will be replaced.
+    pub(crate) fn last_index(&self, fit: &Fit) -> Index {
+        match self.segments.last() {
+            Some(last) if fit.reset.is_none() && fit.live_from < self.segments.len() => {
+                last.next_index() - 1
+            }
+            _ => fit.base,
+        }
+    }
+
+    /// fsyncs every segment and the log directory, so what the previous process left
+    /// in the page cache is on disk before this one treats it as durable.
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        if !self.dir.exists() {
+            return Ok(());
+        }
+        for s in &self.segments {
+            sync_file(&self.dir.join(segment_name(s.segment.first_index)))?;
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// How the scanned log continues the snapshot recovery chose; see [`Scan::fit`].
+#[derive(Debug)]
+pub(crate) struct Fit {
+    /// The snapshot's index (0 without one): recovery returns the entries after it,
+    /// and an empty log continues at `base + 1`.
+    pub(crate) base: Index,
+    /// Segments before this position are compaction leftovers wholly covered by the
+    /// snapshot and cut off from the live log by a gap; they are deleted on open.
+    pub(crate) live_from: usize,
+    /// Why the live log must be replaced by an empty one continuing the snapshot.
+    pub(crate) reset: Option<String>,
 }
 
 /// The first indexes of the segments under `wal_dir`, sorted. Files not ending in
@@ -197,14 +350,17 @@ fn list_segments(wal_dir: &Path) -> Result<Vec<Index>> {
     Ok(firsts)
 }
 
-/// The open log. Invariants: `segments` is never empty, the first starts at index 1,
-/// each starts where the previous ends, `offsets[i]` is the byte offset of entry
-/// `i + 1` inside its segment, and `file` is the last segment positioned at its end.
+/// The open log. Invariants: `segments` is never empty, the first starts at
+/// `first_index`, each starts where the previous ends, `offsets[i]` is the byte
+/// offset of entry `first_index + i` inside its segment, and `file` is the last
+/// segment positioned at its end. An empty log (`offsets` empty) continues at
+/// `first_index`, which is 1 for a new node and `snapshot.index + 1` after a reset.
 #[derive(Debug)]
 pub(crate) struct Wal {
     dir: PathBuf,
     segment_bytes: u64,
     segments: Vec<Segment>,
+    first_index: Index,
     offsets: Vec<u64>,
     file: File,
     buf: Vec<u8>,
@@ -215,13 +371,21 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Applies what recovery decided (cutting a torn tail, creating the first segment
-    /// of a fresh log) and opens the last segment for appending.
-    pub(crate) fn open(scan: Scan, segment_bytes: u64, notes: &mut Vec<String>) -> Result<Wal> {
+    /// Applies what recovery decided under `fit` (deleting compaction leftovers,
+    /// cutting a torn tail, replacing a log the snapshot supersedes, creating the
+    /// first segment) and opens the last segment for appending. Returns the log and
+    /// the recovered entries after `fit.base`.
+    pub(crate) fn open(
+        scan: Scan,
+        fit: Fit,
+        segment_bytes: u64,
+        notes: &mut Vec<String>,
+    ) -> Result<(Wal, Vec<Entry>)> {
         let Scan {
             dir,
-            mut segments,
-            offsets,
+            segments: scanned,
+            mut offsets,
+            mut entries,
             cut,
         } = scan;
         if !dir.exists() {
@@ -231,67 +395,127 @@ impl Wal {
                 sync_dir(parent)?;
             }
         }
-        let file = match segments.last_mut() {
-            None => {
-                let file = create_segment(&dir, 1)?;
-                sync_dir(&dir)?;
-                segments.push(Segment {
-                    first_index: 1,
-                    len: 0,
-                });
-                file
+        let mut segments: Vec<Segment> = scanned.iter().map(|s| s.segment).collect();
+
+        let stale = &scanned[..fit.live_from];
+        if !stale.is_empty() {
+            // Any order is safe: recovery ignores whatever is left of them.
+            for s in stale {
+                remove_segment(&dir, s.segment.first_index)?;
             }
-            Some(last) => {
-                let path = dir.join(segment_name(last.first_index));
-                let ctx = |what: &str| format!("cannot {what} {}", path.display());
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(ctx("open"), e))?;
-                if let Some(cut) = cut {
-                    // Made durable before anything new is appended, so new records can
-                    // never end up in front of leftovers of the old tail.
-                    file.set_len(cut.keep)
-                        .map_err(|e| Error::io(ctx("truncate"), e))?;
-                    file.sync_data()
-                        .map_err(|e| Error::io(ctx("fdatasync"), e))?;
-                    notes.push(format!(
-                        "cut a torn tail of {} bytes at {WAL_DIR}/{} offset {} ({})",
-                        cut.dropped,
-                        segment_name(last.first_index),
-                        cut.keep,
-                        cut.reason
-                    ));
-                }
-                file.seek(SeekFrom::Start(last.len))
-                    .map_err(|e| Error::io(ctx("seek"), e))?;
-                file
+            sync_dir(&dir)?;
+            let count: u64 = stale.iter().map(|s| s.count).sum();
+            offsets.drain(..count as usize);
+            entries.drain(..count as usize);
+            segments.drain(..fit.live_from);
+            notes.push(format!(
+                "deleted {} segment(s) left by an interrupted compaction, all at or below \
+                 the snapshot at {}",
+                stale.len(),
+                fit.base
+            ));
+        }
+
+        let next = fit.base.saturating_add(1);
+        let file = if let Some(reason) = &fit.reset {
+            let file = restart(&dir, &segments, next)?;
+            notes.push(format!(
+                "replaced the log by an empty one continuing the snapshot at {} ({reason}; \
+                 an install was interrupted before its log reset)",
+                fit.base
+            ));
+            segments = vec![Segment {
+                first_index: next,
+                len: 0,
+            }];
+            offsets.clear();
+            entries.clear();
+            file
+        } else if segments.is_empty() {
+            let file = create_segment(&dir, next)?;
+            sync_dir(&dir)?;
+            segments.push(Segment {
+                first_index: next,
+                len: 0,
+            });
+            file
+        } else {
+            let last = segments[segments.len() - 1];
+            let path = dir.join(segment_name(last.first_index));
+            let ctx = |what: &str| format!("cannot {what} {}", path.display());
+            let mut file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(ctx("open"), e))?;
+            if let Some(cut) = cut {
+                // Made durable before anything new is appended, so new records can
+                // never end up in front of leftovers of the old tail.
+                file.set_len(cut.keep)
+                    .map_err(|e| Error::io(ctx("truncate"), e))?;
+                file.sync_data()
+                    .map_err(|e| Error::io(ctx("fdatasync"), e))?;
+                notes.push(format!(
+                    "cut a torn tail of {} bytes at {WAL_DIR}/{} offset {} ({})",
+                    cut.dropped,
+                    segment_name(last.first_index),
+                    cut.keep,
+                    cut.reason
+                ));
             }
+            file.seek(SeekFrom::Start(last.len))
+                .map_err(|e| Error::io(ctx("seek"), e))?;
+            file
         };
-        notes.push(match offsets.len() {
-            0 => format!("log is empty ({} segment)", segments.len()),
-            n => format!("log holds entries 1..={n} in {} segment(s)", segments.len()),
-        });
-        Ok(Wal {
+
+        let first_index = segments[0].first_index;
+        let wal = Wal {
             dir,
             segment_bytes: segment_bytes.max(1),
             segments,
+            first_index,
             offsets,
             file,
             buf: Vec::new(),
             unsynced: false,
             dir_unsynced: false,
-        })
+        };
+        notes.push(match wal.offsets.len() {
+            0 => format!(
+                "log is empty, next index {} ({} segment)",
+                first_index,
+                wal.segments.len()
+            ),
+            _ => format!(
+                "log holds entries {first_index}..={} in {} segment(s)",
+                wal.last_index(),
+                wal.segments.len()
+            ),
+        });
+        // Entries the snapshot already holds stay on disk until compaction, but the
+        // caller gets the log from the snapshot on.
+        let covered = entries.partition_point(|e| e.index <= fit.base);
+        entries.drain(..covered);
+        Ok((wal, entries))
     }
 
-    /// Index of the last entry, 0 if the log is empty.
+    /// Index of the first entry the log holds, or of the next one when it is empty.
+    pub(crate) fn first_index(&self) -> Index {
+        self.first_index
+    }
+
+    /// Index of the last entry; `first_index() - 1` if the log is empty.
     pub(crate) fn last_index(&self) -> Index {
-        self.offsets.len() as Index
+        self.first_index + self.offsets.len() as Index - 1
+    }
+
+    /// Total bytes of all segment files, as written (durable or not).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
     }
 
     /// Appends `entries`, which the caller has checked are non-empty, consecutive and
-    /// start at most one past the end; anything stored from `entries[0].index` on is
-    /// discarded first.
+    /// start between `first_index()` and one past the end; anything stored from
+    /// `entries[0].index` on is discarded first.
     pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<()> {
         let first = entries[0].index;
         if first <= self.last_index() {
@@ -338,24 +562,62 @@ impl Wal {
         Ok(())
     }
 
+    /// Deletes the segments, oldest first, whose entries all lie at or below `upto`,
+    /// never the last one, then fsyncs the directory. Returns how many went.
+    ///
+    /// Any subset of the deletions may survive a crash; recovery accepts every such
+    /// state because the snapshot the caller made durable first covers all of them.
+    pub(crate) fn compact(&mut self, upto: Index) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1].first_index - 1 <= upto {
+            let seg = self.segments[0];
+            remove_segment(&self.dir, seg.first_index)?;
+            let next = self.segments[1].first_index;
+            self.offsets.drain(..(next - seg.first_index) as usize);
+            self.segments.remove(0);
+            self.first_index = next;
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Replaces the whole log by an empty one that continues at `next_index`; see
+    /// [`restart`] for why every intermediate state recovers.
+    pub(crate) fn reset(&mut self, next_index: Index) -> Result<()> {
+        // Nothing unsynced may be left half-accounted: the old file goes away anyway.
+        self.unsynced = false;
+        self.file = restart(&self.dir, &self.segments, next_index)?;
+        self.segments = vec![Segment {
+            first_index: next_index,
+            len: 0,
+        }];
+        self.first_index = next_index;
+        self.offsets.clear();
+        self.dir_unsynced = false;
+        Ok(())
+    }
+
     /// Discards entries `from..`, durably, before the caller writes their replacements.
     ///
-    /// Later segments go first, newest first, so a crash part-way leaves a shorter but
-    /// gap-free log. The truncation is fsynced at once, not at the next `sync`: if it
-    /// were lost while the new records survived, old entries of an older term would
-    /// reappear behind them and form a log no leader ever sent.
+    /// Later segments go first, newest first, each deletion fsynced before the next
+    /// (directory changes are not promised to reach the disk in order), so a crash
+    /// part-way leaves a shorter but gap-free log. The truncation is fsynced at once,
+    /// not at the next `sync`: if it were lost while the new records survived, old
+    /// entries of an older term would reappear behind them and form a log no leader
+    /// ever sent.
     fn truncate_from(&mut self, from: Index) -> Result<()> {
         let pos = self.segments.partition_point(|s| s.first_index <= from) - 1;
-        let keep = self.offsets[(from - 1) as usize];
+        let keep = self.offsets[(from - self.first_index) as usize];
         if pos + 1 < self.segments.len() {
             while self.segments.len() > pos + 1 {
                 if let Some(seg) = self.segments.pop() {
-                    let path = self.dir.join(segment_name(seg.first_index));
-                    fs::remove_file(&path)
-                        .map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))?;
+                    remove_segment(&self.dir, seg.first_index)?;
+                    sync_dir(&self.dir)?;
                 }
             }
-            sync_dir(&self.dir)?;
             self.dir_unsynced = false;
             let path = self.current_path();
             self.file = OpenOptions::new()
@@ -376,7 +638,7 @@ impl Wal {
             .map_err(|e| Error::io(ctx("fdatasync"), e))?;
         self.unsynced = false;
         self.segments[pos].len = keep;
-        self.offsets.truncate((from - 1) as usize);
+        self.offsets.truncate((from - self.first_index) as usize);
         Ok(())
     }
 
@@ -417,6 +679,29 @@ impl Wal {
     fn current_path(&self) -> PathBuf {
         self.dir.join(segment_name(self.current().first_index))
     }
+}
+
+/// Deletes every segment in `segments` and starts an empty one named `next_index`.
+///
+/// All deletions are made durable (directory fsync) before the new segment is
+/// created, and the new one is durable before this returns. A crash therefore leaves
+/// some subset of the old segments and no new one, which recovery, seeing the
+/// snapshot the caller made durable first, either keeps as the old log or replaces
+/// (it ends before the snapshot or conflicts with it); or no old segment and perhaps
+/// the new empty one, which is the new log. Never a mix of old and new.
+fn restart(dir: &Path, segments: &[Segment], next_index: Index) -> Result<File> {
+    for seg in segments.iter().rev() {
+        remove_segment(dir, seg.first_index)?;
+    }
+    sync_dir(dir)?;
+    let file = create_segment(dir, next_index)?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+fn remove_segment(dir: &Path, first_index: Index) -> Result<()> {
+    let path = dir.join(segment_name(first_index));
+    fs::remove_file(&path).map_err(|e| Error::io(format!("cannot delete {}", path.display()), e))
 }
 
 /// `create_new` because an existing file with this name would mean our bookkeeping
