@@ -4,7 +4,10 @@
 //! between them. Running it prints, under each command and indented by two spaces,
 //! what happened: every message sent (`n1@2 → n3 Append base=4@1 [5@2] commit=4`),
 //! dropped messages, role and commit changes, client replies, crashes, and the status
-//! lines asked for. [`run`] returns the script with that output in place, so the test
+//! lines asked for. In the output of `tick` (several ticks), `deliver` and `drop`, a line
+//! that repeats is printed once, where it first appeared, with `×N` after it (a leader
+//! heartbeating into a cut link for twenty ticks is one line per follower).
+//! [`run`] returns the script with that output in place, so the test
 //! compares the text it got with the text in the file, and `make golden` writes it
 //! back for review as a diff.
 //!
@@ -14,12 +17,14 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [seed=S]` | a new cluster (first line); `leader` elects that node quietly |
+//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
 //! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
-//! | `tick [ID...] [n=K]` | K ticks (default 1) on the given nodes (default all live ones) |
+//! | `tick [ID...] [n=K] [deliver]` | K ticks (default 1) on the given nodes (default all live ones); with `deliver` the network works meanwhile: after each tick, messages are delivered until none is in flight |
 //! | `deliver [to=ID] [from=ID]` | delivers the messages now in flight (all, or those matching), one batch per receiver |
 //! | `stabilize` | delivers until no message is in flight |
 //! | `drop [to=ID] [from=ID]` | loses the messages now in flight (all, or those matching) |
+//! | `hold [to=ID] [from=ID]` | delays the messages now in flight (all, or those matching): no delivery sees them until `release` |
+//! | `release` | puts the held messages back in flight, behind everything sent since: they arrive late |
 //! | `partition ID...` | cuts the given nodes off from the others, both ways |
 //! | `cut FROM TO` | cuts the link from FROM to TO only |
 //! | `heal` | restores every link |
@@ -28,7 +33,7 @@
 //! | `crash ID [at=before-sync\|after-sync\|message=K] [keep=N]` | crashes the node now, or arms a crash at that point of its next turn; `keep` unsynced writes survive (default 0) |
 //! | `restart ID` | restarts a crashed node from its disk |
 //! | `status [ID...]` | one line per node |
-//! | `log [ID...]` | each node's log, with the commit point |
+//! | `log [ID...]` | each node's log; `\|` marks its commit point (`1@1 noop \|`: all committed; a down node's log is what its disk holds) |
 
 use std::collections::BTreeMap;
 
@@ -113,9 +118,13 @@ impl<'a> Args<'a> {
             .transpose()
     }
 
-    /// The bare words as node ids.
+    /// The bare words as node ids (`n2` or `2`), leaving out the flags commands know.
     fn ids(&self) -> Result<Vec<NodeId>, String> {
-        self.words.iter().map(|w| node_id(w)).collect()
+        self.words
+            .iter()
+            .filter(|w| !FLAGS.contains(w))
+            .map(|w| node_id(w))
+            .collect()
     }
 
     /// Exactly one bare node id, first.
@@ -123,6 +132,10 @@ impl<'a> Args<'a> {
         node_id(self.words.first().ok_or("which node?")?)
     }
 }
+
+/// Bare words that are flags, not node ids: `tick ... deliver`, `get ... stale`,
+/// `cluster ... disk`.
+const FLAGS: &[&str] = &["deliver", "stale", "disk"];
 
 fn node_id(word: &str) -> Result<NodeId, String> {
     word.trim_start_matches('n')
@@ -140,11 +153,15 @@ struct Cluster {
     links: Links,
     /// Messages sent and not yet delivered or dropped, oldest first.
     in_flight: Vec<Message>,
+    /// Messages delayed by `hold`, waiting for `release`.
+    held: Vec<Message>,
     /// Crashes armed for a node's next turn: where, and how many writes survive.
     armed: BTreeMap<NodeId, (CrashPoint, usize)>,
     /// What each client request was, by request number, to print its reply.
     requests: BTreeMap<u64, String>,
     next_request: u64,
+    /// Print what each turn made durable (the `disk` word of `cluster`).
+    show_disk: bool,
     /// Output of the current command.
     out: Vec<String>,
 }
@@ -162,6 +179,9 @@ impl Cluster {
         if let Some(t) = args.number("heartbeat")? {
             config.raft.heartbeat_ticks = t;
         }
+        if let Some(b) = args.number("append-bytes")? {
+            config.raft.max_append_bytes = b;
+        }
         let ids: Vec<NodeId> = (1..=n).collect();
         let mut c = Cluster {
             nodes: ids.iter().map(|&id| (id, SimNode::new(id))).collect(),
@@ -171,9 +191,11 @@ impl Cluster {
             invariants: Invariants::default(),
             links: Links::default(),
             in_flight: Vec::new(),
+            held: Vec::new(),
             armed: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
+            show_disk: false,
             out: Vec::new(),
         };
         for id in c.ids.clone() {
@@ -189,6 +211,7 @@ impl Cluster {
             }
             c.status(&[])?;
         }
+        c.show_disk = args.words.contains(&"disk");
         let out = std::mem::take(&mut c.out);
         Ok((c, out))
     }
@@ -199,13 +222,24 @@ impl Cluster {
             "tick" => {
                 let n: u32 = args.number("n")?.unwrap_or(1);
                 let ids = self.given_or_live(args)?;
+                let deliver = args.words.contains(&"deliver");
                 for _ in 0..n {
                     for &id in &ids {
-                        self.turn(id, vec![Input::Tick])?;
+                        // A node that crashed during this command stops ticking.
+                        if self.nodes[&id].is_up() {
+                            self.turn(id, vec![Input::Tick])?;
+                        }
+                    }
+                    if deliver {
+                        self.stabilize()?;
                     }
                 }
+                collapse_repeats(&mut self.out);
             }
-            "deliver" => self.deliver(args.number("to")?, args.number("from")?)?,
+            "deliver" => {
+                self.deliver(args.number("to")?, args.number("from")?)?;
+                collapse_repeats(&mut self.out);
+            }
             "stabilize" => self.stabilize()?,
             "drop" => {
                 let (to, from) = (args.number("to")?, args.number("from")?);
@@ -214,6 +248,23 @@ impl Cluster {
                 let dropped: Vec<Message> = dropped;
                 for m in dropped {
                     self.out.push(format!("{m}  ✗ dropped"));
+                }
+                collapse_repeats(&mut self.out);
+            }
+            "hold" => {
+                let (to, from) = (args.number("to")?, args.number("from")?);
+                let (held, kept): (Vec<Message>, Vec<Message>) =
+                    self.in_flight.drain(..).partition(|m| matches(m, to, from));
+                self.in_flight = kept;
+                for m in held {
+                    self.out.push(format!("{m}  ⏸ held"));
+                    self.held.push(m);
+                }
+            }
+            "release" => {
+                for m in std::mem::take(&mut self.held) {
+                    self.out.push(format!("{m}  ▶ released"));
+                    self.in_flight.push(m);
                 }
             }
             "partition" => {
@@ -448,7 +499,12 @@ impl Cluster {
     ) -> Result<(), String> {
         let armed = self.armed.remove(&id);
         let node = self.nodes.get_mut(&id).expect("known node");
+        let disk_before = self.show_disk.then(|| {
+            let log = node.disk.log.iter().map(|e| Pos(e.index, e.term)).collect();
+            (node.disk.hard_state, log)
+        });
         let output = node.turn(batch, armed.map(|a| a.0), &mut self.invariants);
+        let synced = disk_before.and_then(|b| describe_synced(&b, node));
         let after = node.replica.as_ref().map(Look::of);
         if let Some(e) = output.violation {
             return Err(format!("VIOLATION: {e}"));
@@ -469,14 +525,25 @@ impl Cluster {
                     b.term
                 ));
             }
-            if a.commit != b.commit {
-                self.out
-                    .push(format!("n{id}@{} commit={}", a.term, a.commit));
-            }
+        }
+        // A leader's messages leave before its own sync; anyone else's wait for it.
+        let leading = after.is_some_and(|a| a.role == Role::Leader);
+        if !leading {
+            self.out.extend(synced.clone());
         }
         for m in output.messages {
             self.out.push(m.to_string());
             self.in_flight.push(m);
+        }
+        if leading {
+            self.out.extend(synced);
+        }
+        // A leader commits only once its own copy is durable: report it after the sync.
+        if let (Some(b), Some(a)) = (before, after) {
+            if a.commit != b.commit {
+                self.out
+                    .push(format!("n{id}@{} commit={}", a.term, a.commit));
+            }
         }
         for (to, outcome) in output.replies {
             let Requester::Script(number) = to else {
@@ -559,17 +626,23 @@ impl Cluster {
                 }
                 None => (node.disk.log.clone(), 0),
             };
-            let mut parts = Vec::new();
-            for e in &entries {
-                parts.push(format!("{} {}", Pos(e.index, e.term), describe_entry(e)));
-                if e.index == commit && commit < entries.len() as u64 {
-                    parts.push("|".into());
-                }
-            }
-            let body = if parts.is_empty() {
+            let describe = |es: &[Entry]| -> String {
+                es.iter()
+                    .map(|e| format!("{} {}", Pos(e.index, e.term), describe_entry(e)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let body = if entries.is_empty() {
                 "(empty)".into()
+            } else if !node.is_up() {
+                describe(&entries)
             } else {
-                parts.join(", ")
+                // `|` marks the commit point, even at either end.
+                let (committed, rest) = entries.split_at((commit as usize).min(entries.len()));
+                [describe(committed), describe(rest)]
+                    .join(" | ")
+                    .trim()
+                    .to_string()
             };
             let down = if node.is_up() { "" } else { " (down, on disk)" };
             self.out.push(format!("n{id}{down}: {body}"));
@@ -594,6 +667,49 @@ impl Look {
             commit: r.node().commit_index(),
         }
     }
+}
+
+/// Prints each repeated line once, where it first appeared, with `×N` after it.
+fn collapse_repeats(lines: &mut Vec<String>) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in lines.iter() {
+        *counts.entry(l.clone()).or_default() += 1;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    lines.retain(|l| seen.insert(l.clone()));
+    for l in lines.iter_mut() {
+        let n = counts[l.as_str()];
+        if n > 1 {
+            l.push_str(&format!("  ×{n}"));
+        }
+    }
+}
+
+/// What a turn made durable: the new term and vote, and the entries written from the
+/// first one that differs, comparing the disk before and after.
+fn describe_synced(before: &(crate::raft::HardState, Vec<Pos>), after: &SimNode) -> Option<String> {
+    let (hs, log) = before;
+    let mut parts = Vec::new();
+    let now = after.disk.hard_state;
+    if now != *hs {
+        let vote = now.voted_for.map_or("-".into(), |v| format!("n{v}"));
+        parts.push(format!("term={} vote={vote}", now.term));
+    }
+    let new: Vec<Pos> = after.disk.log.iter().map(|e| Pos(e.index, e.term)).collect();
+    let first = new
+        .iter()
+        .zip(log.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if new.len() > first {
+        parts.push(match new.len() - first {
+            1 => format!("{}", new[first]),
+            _ => format!("{}..{}", new[first], new[new.len() - 1]),
+        });
+    } else if new.len() < log.len() {
+        parts.push(format!("log cut after {}", new.len()));
+    }
+    (!parts.is_empty()).then(|| format!("n{} synced {}", after.id, parts.join(", ")))
 }
 
 fn matches(m: &Message, to: Option<NodeId>, from: Option<NodeId>) -> bool {
