@@ -509,6 +509,7 @@ impl Cluster {
         if let Some(e) = output.violation {
             return Err(format!("VIOLATION: {e}"));
         }
+        let mut commit = None;
         if let (Some(b), Some(a)) = (before, after) {
             if a.role != b.role {
                 self.out.push(format!(
@@ -525,9 +526,18 @@ impl Cluster {
                     b.term
                 ));
             }
+            if a.commit != b.commit {
+                commit = Some(format!("n{id}@{} commit={}", a.term, a.commit));
+            }
         }
-        // A leader's messages leave before its own sync; anyone else's wait for it.
+        // A leader's messages leave before its own sync, and it counts its own copy toward
+        // a commit only after it: its sync line comes after its messages, and a commit it
+        // reached in a turn that synced comes after that. Anyone else syncs first.
         let leading = after.is_some_and(|a| a.role == Role::Leader);
+        let commit_after_sync = leading && synced.is_some();
+        if !commit_after_sync {
+            self.out.extend(commit.take());
+        }
         if !leading {
             self.out.extend(synced.clone());
         }
@@ -538,13 +548,7 @@ impl Cluster {
         if leading {
             self.out.extend(synced);
         }
-        // A leader commits only once its own copy is durable: report it after the sync.
-        if let (Some(b), Some(a)) = (before, after) {
-            if a.commit != b.commit {
-                self.out
-                    .push(format!("n{id}@{} commit={}", a.term, a.commit));
-            }
-        }
+        self.out.extend(commit);
         for (to, outcome) in output.replies {
             let Requester::Script(number) = to else {
                 continue;
