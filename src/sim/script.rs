@@ -19,6 +19,7 @@
 //! |---|---|
 //! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
 //! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
+//! | `elect ID` | `campaign ID`, then only election messages are delivered until none is left; prints, instead of the trace, each round's answers, the outcome, and the node's last messages (a new leader's first appends, still in flight) |
 //! | `tick [ID...] [n=K] [deliver]` | K ticks (default 1) on the given nodes (default all live ones); with `deliver` the network works meanwhile: after each tick, messages are delivered until none is in flight |
 //! | `deliver [to=ID] [from=ID]` | delivers the messages now in flight (all, or those matching), one batch per receiver |
 //! | `stabilize` | delivers until no message is in flight |
@@ -45,7 +46,7 @@ use super::{
 };
 use crate::{
     kv::{Command, WriteOp},
-    raft::{Entry, Message, NodeId, Payload, Pos, Role, Term},
+    raft::{Body, Entry, Message, NodeId, Payload, Pos, Role, Term},
     replica::{ClientOp, Input, Outcome, ReplicaConfig},
 };
 
@@ -219,6 +220,7 @@ impl Cluster {
     fn command(&mut self, name: &str, args: &Args) -> Result<Vec<String>, String> {
         match name {
             "campaign" => self.campaign(args.one_id()?)?,
+            "elect" => self.elect(args.one_id()?)?,
             "tick" => {
                 let n: u32 = args.number("n")?.unwrap_or(1);
                 let ids = self.given_or_live(args)?;
@@ -345,8 +347,13 @@ impl Cluster {
     /// Delivers the messages now in flight that match, one batch per receiver in id
     /// order; messages sent meanwhile wait for the next delivery.
     fn deliver(&mut self, to: Option<NodeId>, from: Option<NodeId>) -> Result<(), String> {
+        self.deliver_where(|m| matches(m, to, from))
+    }
+
+    /// [`deliver`](Self::deliver) for the messages in flight that `pick` chooses.
+    fn deliver_where(&mut self, pick: impl Fn(&Message) -> bool) -> Result<(), String> {
         let (now, later): (Vec<Message>, Vec<Message>) =
-            self.in_flight.drain(..).partition(|m| matches(m, to, from));
+            self.in_flight.drain(..).partition(|m| pick(m));
         self.in_flight = later;
         let mut batches: BTreeMap<NodeId, Vec<Input<Requester>>> = BTreeMap::new();
         for m in now {
@@ -361,6 +368,90 @@ impl Cluster {
         for (id, batch) in batches {
             self.turn(id, batch)?;
         }
+        Ok(())
+    }
+
+    /// `elect ID`: the node campaigns, and only election messages (pre-votes, votes and
+    /// their answers) are delivered until none is in flight. Instead of the full trace it
+    /// prints each round's answers, the outcome, and the messages the node sent last (a
+    /// new leader's first appends, left in flight).
+    fn elect(&mut self, id: NodeId) -> Result<(), String> {
+        let quiet_from = self.out.len();
+        let sent_from = self.in_flight.len();
+        self.campaign(id)?;
+        let mut rounds: Vec<Round> = Vec::new();
+        for _ in 0..100 {
+            let now: Vec<Message> = self
+                .in_flight
+                .iter()
+                .filter(|m| Round::kind(m).is_some())
+                .cloned()
+                .collect();
+            if now.is_empty() {
+                break;
+            }
+            for m in &now {
+                let kind = Round::kind(m).expect("election message");
+                let unreachable = if !self.nodes.get(&m.to).is_some_and(SimNode::is_up) {
+                    Some("down")
+                } else if self.links.is_cut(m.from, m.to) {
+                    Some("link cut")
+                } else {
+                    None
+                };
+                let request = matches!(m.body, Body::PreVote { .. } | Body::Vote { .. });
+                if request && m.from == id {
+                    let i = match rounds
+                        .iter()
+                        .position(|r| r.kind == kind && r.term == m.term)
+                    {
+                        Some(i) => i,
+                        None => {
+                            rounds.push(Round::new(kind, m.term));
+                            rounds.len() - 1
+                        }
+                    };
+                    rounds[i].asked.push((m.to, unreachable));
+                } else if !request && m.to == id && unreachable.is_none() {
+                    // An answer belongs to the latest round of its kind.
+                    let granted = matches!(
+                        m.body,
+                        Body::PreVoteResponse { granted: true }
+                            | Body::VoteResponse { granted: true }
+                    );
+                    if let Some(r) = rounds.iter_mut().rev().find(|r| r.kind == kind) {
+                        r.answers.push((m.from, granted, m.term));
+                    }
+                }
+            }
+            self.deliver_where(|m| Round::kind(m).is_some())?;
+        }
+        let sent_last: Vec<String> = self.in_flight[sent_from.min(self.in_flight.len())..]
+            .iter()
+            .filter(|m| m.from == id && Round::kind(m).is_none())
+            .map(|m| m.to_string())
+            .collect();
+        let replies: Vec<String> = self.out[quiet_from..]
+            .iter()
+            .filter(|l| l.contains(" → client: "))
+            .cloned()
+            .collect();
+        self.out.truncate(quiet_from);
+        for r in &rounds {
+            self.out.push(r.describe(id));
+        }
+        let replica = self
+            .node(id)?
+            .replica
+            .as_ref()
+            .ok_or(format!("n{id} is down"))?;
+        self.out.push(format!(
+            "n{id}@{} {}",
+            replica.node().term(),
+            replica.role().as_str()
+        ));
+        self.out.extend(sent_last);
+        self.out.extend(replies);
         Ok(())
     }
 
@@ -655,6 +746,93 @@ impl Cluster {
     }
 }
 
+/// One round of a campaign seen by `elect`: a pre-vote or a vote for one term.
+struct Round {
+    kind: &'static str,
+    /// The term asked for.
+    term: Term,
+    /// Who was asked, and why no answer could come back (down, link cut).
+    asked: Vec<(NodeId, Option<&'static str>)>,
+    /// Answers in arrival order: voter, granted, the term its answer carried.
+    answers: Vec<(NodeId, bool, Term)>,
+}
+
+impl Round {
+    fn new(kind: &'static str, term: Term) -> Round {
+        Round {
+            kind,
+            term,
+            asked: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    /// `pre-vote` or `vote` for election messages, `None` for the others.
+    fn kind(m: &Message) -> Option<&'static str> {
+        match m.body {
+            Body::PreVote { .. } | Body::PreVoteResponse { .. } => Some("pre-vote"),
+            Body::Vote { .. } | Body::VoteResponse { .. } => Some("vote"),
+            _ => None,
+        }
+    }
+
+    /// `n3 vote for term 2: granted by n2; refused by n4; no answer from n1 (down)`.
+    fn describe(&self, candidate: NodeId) -> String {
+        let mut parts = Vec::new();
+        let yes: Vec<String> = self
+            .answers
+            .iter()
+            .filter(|a| a.1)
+            .map(|a| format!("n{}", a.0))
+            .collect();
+        if !yes.is_empty() {
+            parts.push(format!("granted by {}", yes.join(" ")));
+        }
+        // A voter already in the term asked for (a later one, for a vote) refused for
+        // that reason alone; say so.
+        let blocked = |t: Term| {
+            if self.kind == "pre-vote" {
+                t >= self.term
+            } else {
+                t > self.term
+            }
+        };
+        let no: Vec<String> = self
+            .answers
+            .iter()
+            .filter(|a| !a.1)
+            .map(|&(v, _, t)| {
+                if blocked(t) {
+                    format!("n{v} (in term {t})")
+                } else {
+                    format!("n{v}")
+                }
+            })
+            .collect();
+        if !no.is_empty() {
+            parts.push(format!("refused by {}", no.join(" ")));
+        }
+        let silent: Vec<String> = self
+            .asked
+            .iter()
+            .filter(|(v, _)| !self.answers.iter().any(|a| a.0 == *v))
+            .map(|(v, why)| match why {
+                Some(why) => format!("n{v} ({why})"),
+                None => format!("n{v}"),
+            })
+            .collect();
+        if !silent.is_empty() {
+            parts.push(format!("no answer from {}", silent.join(" ")));
+        }
+        format!(
+            "n{candidate} {} for term {}: {}",
+            self.kind,
+            self.term,
+            parts.join("; ")
+        )
+    }
+}
+
 /// What a turn may change that the script reports.
 #[derive(Clone, Copy)]
 struct Look {
@@ -699,7 +877,12 @@ fn describe_synced(before: &(crate::raft::HardState, Vec<Pos>), after: &SimNode)
         let vote = now.voted_for.map_or("-".into(), |v| format!("n{v}"));
         parts.push(format!("term={} vote={vote}", now.term));
     }
-    let new: Vec<Pos> = after.disk.log.iter().map(|e| Pos(e.index, e.term)).collect();
+    let new: Vec<Pos> = after
+        .disk
+        .log
+        .iter()
+        .map(|e| Pos(e.index, e.term))
+        .collect();
     let first = new
         .iter()
         .zip(log.iter())
