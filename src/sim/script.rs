@@ -2,14 +2,23 @@
 //!
 //! A script is a list of commands, one per line, with `#` comments and blank lines
 //! between them. Running it prints, under each command and indented by two spaces,
-//! what happened: every message sent (`n1@2 → n3 Append base=4@1 [5@2] commit=4`),
-//! dropped messages, role and commit changes, client replies, crashes, and the status
-//! lines asked for. In the output of `tick` (several ticks), `deliver` and `drop`, a line
-//! that repeats is printed once, where it first appeared, with `×N` after it (a leader
-//! heartbeating into a cut link for twenty ticks is one line per follower).
-//! [`run`] returns the script with that output in place, so the test
+//! what happened. [`run`] returns the script with that output in place, so the test
 //! compares the text it got with the text in the file, and `make golden` writes it
 //! back for review as a diff.
+//!
+//! Reading the output:
+//! - `n1@2 → n3 Append base=4@1 [5@2] commit=4`: a message sent, with the sender's term
+//!   (for a PreVote, the term it would campaign in); `✗ dropped`, `✗ link cut`,
+//!   `✗ n3 is down` when it is lost instead of delivered.
+//! - `n2@2 follower → candidate`, `n3@2 follower, term was 1`, `n1@2 commit=5`: a role,
+//!   term or commit change of the node whose turn it was.
+//! - `n1 → client: put x=1 → ok`: a reply (`not_leader (leader n2)`, `timeout`, ...).
+//! - `n2 synced 2@1..4@1` (with `cluster ... disk`): what the turn made durable. A
+//!   leader's line follows its messages, since its appends leave before its own sync;
+//!   anyone else's precedes them.
+//! - In the output of `tick` (several ticks), `deliver` and `drop`, a line that repeats
+//!   is printed once, where it first appeared, with `×N` after it (a leader heartbeating
+//!   into a cut link for twenty ticks is one line per follower).
 //!
 //! The cluster is a set of [`SimNode`]s, each running the server's own turn code, on a
 //! network that delivers only when told to: nothing happens between commands, so
@@ -35,6 +44,12 @@
 //! | `restart ID` | restarts a crashed node from its disk |
 //! | `status [ID...]` | one line per node |
 //! | `log [ID...]` | each node's log; `\|` marks its commit point (`1@1 noop \|`: all committed; a down node's log is what its disk holds) |
+//!
+//! Writing a script: election timeouts are drawn from `[10, 20)` ticks with the
+//! cluster's `seed`, and a follower's lease ends after 10 ticks without its leader, so
+//! `tick n=10` ends leases but also fires any timer that drew exactly 10. Pick a `seed`
+//! under which only the timers the story wants fire. `RAFTKV_GOLDEN_ONLY=name` runs (or
+//! with `make golden`, rewrites) only the scripts whose file name contains `name`.
 
 use std::collections::BTreeMap;
 
