@@ -1,4 +1,4 @@
-//! The cluster file (PROTOCOL.md §2): which nodes exist and where they listen.
+//! The cluster file (docs/protocol.md §2): which nodes exist and where they listen.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -40,7 +40,7 @@ impl ClusterConfig {
         Ok(config)
     }
 
-    /// Checks the rules of PROTOCOL.md §2: at least one node, ids positive and unique,
+    /// Checks the rules of docs/protocol.md §2: at least one node, ids positive and unique,
     /// addresses present.
     pub fn validate(&self) -> Result<()> {
         if self.nodes.is_empty() {

@@ -1,4 +1,4 @@
-//! The `raftkv` binary: see `raftkv --help` and PROTOCOL.md §1.
+//! The `raftkv` binary: see `raftkv --help` and docs/protocol.md §1.
 
 fn main() {
     std::process::exit(raftkv::cli::run(std::env::args_os()));

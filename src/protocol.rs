@@ -1,4 +1,4 @@
-//! The client protocol of PROTOCOL.md §3: request parsing (server side), and the
+//! The client protocol of docs/protocol.md §3: request parsing (server side), and the
 //! response shapes both sides share.
 //!
 //! Requests are parsed from a generic JSON value by hand rather than by derive, so every
@@ -37,7 +37,7 @@ pub enum Op {
     Status,
 }
 
-/// The error codes of PROTOCOL.md §3.
+/// The error codes of docs/protocol.md §3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -202,7 +202,7 @@ pub fn value_response(id: Option<Value>, value: Option<String>) -> Value {
 }
 
 /// Builds an error response. `leader` is the leader's id, `leader_addr` its client
-/// address; both are always present (possibly null), as PROTOCOL.md promises.
+/// address; both are always present (possibly null), as docs/protocol.md promises.
 pub fn error_response(
     id: Option<Value>,
     code: ErrorCode,
@@ -225,7 +225,7 @@ pub fn error_response(
     Value::Object(obj)
 }
 
-/// The fields of a `status` response (PROTOCOL.md §3, "Status").
+/// The fields of a `status` response (docs/protocol.md §3, "Status").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub node: u64,

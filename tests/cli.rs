@@ -1,6 +1,6 @@
 //! The user's side against a real cluster: one-shot commands and their exit codes, the
 //! REPL driven through a pipe (quoting, errors, status table, a leader failover in the
-//! middle of a session), and the `make cluster` launch path.
+//! middle of a session), `bench --check`, and the `make cluster` launch path.
 
 mod common;
 
@@ -237,6 +237,41 @@ fn a_repl_session_survives_a_leader_failover() {
     writeln!(stdin, "quit").unwrap();
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// `raftkv bench --check` against a real cluster: a concurrent, pipelined mix of every
+/// operation on a few keys is recorded, and the history is found linearizable.
+#[test]
+fn bench_check_records_a_linearizable_history() {
+    let c = ready_cluster(3);
+    let out = raftkv(
+        &c.cluster_file,
+        &[
+            "bench",
+            "--check",
+            "--json",
+            "--ops",
+            "600",
+            "--clients",
+            "4",
+            "--pipeline",
+            "2",
+            "--keys",
+            "3",
+            "--value-size",
+            "24",
+            "--mix",
+            "put=2,get=3,append=2,delete=1,stale_get=1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["check"]["passed"], true, "{report}");
+    let operations = report["check"]["operations"].as_u64().unwrap();
+    assert!(
+        operations > 300,
+        "stale reads aside, most ops are checked: {report}"
+    );
 }
 
 /// `make cluster`, a one-shot put/get, then `make stop`: the launch path a newcomer

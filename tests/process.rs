@@ -48,7 +48,7 @@ fn expect_error(v: &Value, code: &str) {
 fn put(addrs: &[String], key: &str, value: &str) {
     let mut c = RetryClient::new(1000, addrs.to_vec());
     let deadline = Instant::now() + Duration::from_secs(20);
-    match c.write(key, RecOp::Put(value.into()), deadline) {
+    match c.write(key, KvOp::Put(value.into()), deadline) {
         Answer::Ok(_) => {}
         other => panic!("put {key}={value} failed: {other:?}"),
     }
@@ -65,8 +65,8 @@ fn wait_acked(c: &Cluster, acked: &Arc<Mutex<Vec<String>>>, at_least: usize, wha
 
 fn stop_clients(
     stop: &Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<Vec<Record>>>,
-) -> Vec<Record> {
+    handles: Vec<thread::JoinHandle<Vec<Operation>>>,
+) -> Vec<Operation> {
     stop.store(true, Ordering::Relaxed);
     handles
         .into_iter()
@@ -77,10 +77,10 @@ fn stop_clients(
 /// Sanity checks on a history that hold whatever the interleaving: every completed
 /// read of the append log is a sequence of distinct tokens, and reads by one client
 /// never go backwards (each sees a prefix-extension of its previous one).
-fn check_history(history: &[Record]) {
+fn check_history(history: &[Operation]) {
     let mut last_read: std::collections::BTreeMap<u64, String> = Default::default();
     for r in history {
-        if r.op != RecOp::Get || r.complete.is_none() {
+        if r.op != KvOp::Get || r.complete.is_none() {
             continue;
         }
         let v = r.read.clone().unwrap_or_default();
@@ -277,7 +277,7 @@ fn leader_sigkill_under_load_loses_no_acknowledged_append() {
 
 // 3b ------------------------------------------------------------------------------------
 
-/// Network faults through in-test TCP proxies (TESTING.md §3): the leader is cut off
+/// Network faults through in-test TCP proxies (docs/testing.md): the leader is cut off
 /// both ways under load, the majority elects a new leader and keeps accepting writes,
 /// the old leader steps down; after healing it catches up, nothing acknowledged is lost
 /// and the history is linearizable. Then a one-way cut (followers → leader only).
@@ -372,7 +372,7 @@ fn sigstop_leader_steps_down_on_sigcont_and_serves_no_stale_read() {
     let mut first = RetryClient::new(400, addrs.clone());
     let first_put = first.write(
         "probe",
-        RecOp::Put("old".into()),
+        KvOp::Put("old".into()),
         Instant::now() + LEADER_WAIT,
     );
     assert!(matches!(first_put, Answer::Ok(_)), "{first_put:?}");
@@ -390,7 +390,7 @@ fn sigstop_leader_steps_down_on_sigcont_and_serves_no_stale_read() {
     assert!(new != old && new_term > term);
     let mut writer = RetryClient::new(500, rest_addrs.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
-    let probe_put = writer.write("probe", RecOp::Put("new".into()), deadline);
+    let probe_put = writer.write("probe", KvOp::Put("new".into()), deadline);
     assert!(matches!(probe_put, Answer::Ok(_)), "{probe_put:?}");
     let n = acked.lock().unwrap().len();
     wait_acked(&c, &acked, n + 10, "while the old leader is paused");
@@ -454,10 +454,10 @@ fn sigstop_leader_steps_down_on_sigcont_and_serves_no_stale_read() {
 
     history.extend(first.history);
     history.extend(writer.history);
-    history.push(Record {
+    history.push(Operation {
         client: 600,
         key: "probe".into(),
-        op: RecOp::Get,
+        op: KvOp::Get,
         invoke,
         complete: ok(&v).then_some(complete),
         read: v["value"].as_str().map(str::to_string),
@@ -661,7 +661,7 @@ fn cluster_with_stopped_follower(writes: usize) -> (Cluster, u64, u64) {
     let mut client = RetryClient::new(1, addrs);
     for i in 0..writes {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let a = client.write(&format!("k{i}"), RecOp::Put(format!("value-{i}")), deadline);
+        let a = client.write(&format!("k{i}"), KvOp::Put(format!("value-{i}")), deadline);
         assert!(matches!(a, Answer::Ok(_)), "{a:?}");
     }
     let f = others(&c, &[leader])[0];
@@ -842,7 +842,7 @@ fn a_second_node_on_the_same_data_dir_is_refused() {
 #[test]
 #[should_panic(expected = "linearizability check failed")]
 fn the_history_checker_catches_a_stale_read() {
-    let rec = |op, invoke, complete, read: Option<&str>| Record {
+    let rec = |op, invoke, complete, read: Option<&str>| Operation {
         client: 1,
         key: "k".into(),
         op,
@@ -851,8 +851,8 @@ fn the_history_checker_catches_a_stale_read() {
         read: read.map(str::to_string),
     };
     assert_linearizable(&[
-        rec(RecOp::Put("a".into()), 1, 2, None),
-        rec(RecOp::Put("b".into()), 3, 4, None),
-        rec(RecOp::Get, 5, 6, Some("a")),
+        rec(KvOp::Put("a".into()), 1, 2, None),
+        rec(KvOp::Put("b".into()), 3, 4, None),
+        rec(KvOp::Get, 5, 6, Some("a")),
     ]);
 }

@@ -1,4 +1,4 @@
-//! The randomized sweep over seeds (TESTING.md §2): crashes, restarts, partitions and an
+//! The randomized sweep over seeds (docs/testing.md): crashes, restarts, partitions and an
 //! unreliable network under client load, on 1 to 7 nodes. `make test` runs a few hundred
 //! seeds; `make sim SEEDS=100000` runs the long soak.
 

@@ -16,8 +16,21 @@
 //! The leader is found through the nodes' status first. On `not_leader` with a hint
 //! the thread reconnects to the hinted node; on a lost connection it looks for the
 //! leader again (one thread searches, the others wait for its answer).
+//!
+//! With `--check`, every thread also records what it did as the linearizability
+//! checker's [`Operation`]s, timed in nanoseconds since the run started, and after the run
+//! the whole history goes through [`check::check`]. An operation answered `ok` completed;
+//! a write that got no definite answer (lost connection, `timeout`, an answer the bench
+//! cannot read) keeps an unknown outcome, since it may still take effect; one refused
+//! with `not_leader`, `unavailable` or `bad_request` did not happen and is left out, as
+//! is a read without an answer, which changed nothing. For the check to mean something
+//! the run needs keys that start absent and values that tell writes apart, so it uses
+//! keys of its own, named after the run, and every put or append writes a value no other
+//! operation writes. Stale reads are not recorded: they may lawfully be out of date.
+//! Without `--check` nothing is recorded.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     fmt::Write as _,
     io::{self, BufReader, BufWriter, Write},
@@ -34,10 +47,15 @@ use rand::{distributions::Alphanumeric, rngs::StdRng, Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{histogram::Histogram, make_client, BenchArgs, EXIT_NOT_APPLIED, EXIT_OK, EXIT_USAGE};
+use super::{
+    histogram::Histogram, make_client, BenchArgs, EXIT_NOT_APPLIED, EXIT_NOT_LINEARIZABLE, EXIT_OK,
+    EXIT_USAGE,
+};
 use crate::{
+    check::{self, KvOp, Operation, Violation},
     client::{Client, ClientOptions},
     codec::{self, Line},
+    protocol::ErrorCode,
 };
 
 /// Default total operations when neither `--ops` nor `--duration` is given.
@@ -159,14 +177,22 @@ impl Mix {
 /// A validated bench configuration.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
+    /// Threads, each with its own connection.
     pub clients: usize,
     /// Total operations to send; `None` means until the duration passes.
     pub ops: Option<u64>,
+    /// How long to run; `None` means until `ops` are sent.
     pub duration: Option<Duration>,
+    /// Bytes per written value.
     pub value_size: usize,
+    /// Distinct keys, picked uniformly.
     pub keys: u64,
+    /// The operations to issue, by weight.
     pub mix: Mix,
+    /// Requests in flight per connection.
     pub pipeline: usize,
+    /// Record the history and check it for linearizability after the run (`--check`).
+    pub check: bool,
 }
 
 impl BenchConfig {
@@ -201,6 +227,7 @@ impl BenchConfig {
             keys: args.keys,
             mix: Mix::parse(&args.mix)?,
             pipeline: args.pipeline as usize,
+            check: args.check,
         })
     }
 }
@@ -228,14 +255,44 @@ impl OpStats {
     }
 }
 
+/// What the linearizability checker made of a run's history (`--check`).
+#[derive(Clone, Debug)]
+pub struct HistoryCheck {
+    /// Operations checked: those that completed, and writes whose outcome is unknown.
+    pub operations: usize,
+    /// Of those, the writes whose outcome is unknown.
+    pub unknown_outcome: usize,
+    /// How long the check took.
+    pub elapsed: Duration,
+    /// `Err` if the history is not linearizable, or the checker gave up on it.
+    pub verdict: Result<(), Violation>,
+}
+
+impl HistoryCheck {
+    /// Checks `history`.
+    fn of(history: &[Operation]) -> HistoryCheck {
+        let start = Instant::now();
+        let verdict = check::check(history);
+        HistoryCheck {
+            operations: history.len(),
+            unknown_outcome: history.iter().filter(|op| op.complete.is_none()).count(),
+            elapsed: start.elapsed(),
+            verdict,
+        }
+    }
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
+    /// The configuration it ran with.
     pub config: BenchConfig,
     /// From the first request to the last response.
     pub elapsed: Duration,
     /// Per operation kind that was issued.
     pub by_op: BTreeMap<BenchOp, OpStats>,
+    /// With `--check`: the verdict on the recorded history.
+    pub check: Option<HistoryCheck>,
 }
 
 impl BenchReport {
@@ -300,6 +357,23 @@ impl BenchReport {
                 .collect();
             let _ = writeln!(out, "errors: {}", list.join(" "));
         }
+        if let Some(check) = &self.check {
+            let what = format!(
+                "{} operations ({} with outcome unknown)",
+                check.operations, check.unknown_outcome
+            );
+            let took = check.elapsed.as_secs_f64();
+            let _ = match &check.verdict {
+                Ok(()) => writeln!(
+                    out,
+                    "check: {what} are linearizable (checked in {took:.2} s)"
+                ),
+                Err(violation) => writeln!(
+                    out,
+                    "check: FAILED for {what} (checked in {took:.2} s)\n{violation}"
+                ),
+            };
+        }
         out
     }
 
@@ -328,7 +402,7 @@ impl BenchReport {
             .map(|(k, s)| (k.name().to_string(), stats(s)))
             .collect();
         let c = &self.config;
-        json!({
+        let mut report = json!({
             "clients": c.clients,
             "pipeline": c.pipeline,
             "value_size": c.value_size,
@@ -336,7 +410,21 @@ impl BenchReport {
             "elapsed_sec": self.elapsed.as_secs_f64(),
             "total": stats(&self.all()),
             "ops": by_op,
-        })
+        });
+        if let Some(check) = &self.check {
+            let mut verdict = json!({
+                "operations": check.operations,
+                "unknown_outcome": check.unknown_outcome,
+                "check_sec": check.elapsed.as_secs_f64(),
+                "passed": check.verdict.is_ok(),
+            });
+            if let Err(violation) = &check.verdict {
+                verdict["key"] = json!(violation.key);
+                verdict["explanation"] = json!(violation.message);
+            }
+            report["check"] = verdict;
+        }
+        report
     }
 }
 
@@ -358,6 +446,9 @@ struct Shared {
     start: Instant,
     /// A random tag making this run's client names unique.
     run_tag: u32,
+    /// Put before every key: empty, or with `--check` `b-<run tag>-`, so that the run's
+    /// keys are absent when it starts, as the checker assumes.
+    key_prefix: String,
 }
 
 impl Shared {
@@ -409,12 +500,32 @@ impl Shared {
 
 /// The fields of a response the bench looks at.
 #[derive(Deserialize)]
-struct Reply {
+struct Reply<'a> {
+    /// Success.
     ok: bool,
+    /// The error code of a failure.
     #[serde(default)]
     error: Option<String>,
+    /// Where the leader is, with `not_leader`.
     #[serde(default)]
     leader_addr: Option<String>,
+    /// What a get read (`None`: absent); borrowed from the line unless it has escapes,
+    /// so reading it costs nothing when the history is not recorded.
+    #[serde(default, borrow)]
+    value: Option<Cow<'a, str>>,
+}
+
+/// Whether an error answer leaves a write's outcome open. `not_leader`, `unavailable`
+/// and `bad_request` mean it was not applied and never will be; `timeout` means it may
+/// have been, and a code the bench does not know is taken the same way.
+fn may_have_applied(code: &str) -> bool {
+    ![
+        ErrorCode::NotLeader,
+        ErrorCode::Unavailable,
+        ErrorCode::BadRequest,
+    ]
+    .iter()
+    .any(|refusal| refusal.as_str() == code)
 }
 
 /// One worker's connection.
@@ -441,11 +552,101 @@ impl Conn {
 
 /// One pipelined request position of a connection: its own client name and seq counter.
 struct PipelineSession {
+    /// The session's client name, unique to the run.
     client: String,
+    /// The seq of its next write.
     next_seq: u64,
+    /// Its number among all sessions of the run: the `client` of its recorded operations.
+    id: u64,
 }
 
-fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
+/// A request written and not answered yet.
+struct Sent {
+    /// What it is, for the stats.
+    kind: BenchOp,
+    /// When it was written, for its latency.
+    at: Instant,
+    /// With `--check`: the operation as the history will record it, once its outcome is
+    /// known; `None` without `--check` and for a stale read.
+    operation: Option<Operation>,
+}
+
+/// With `--check`: one thread's record of what it did, in the checker's terms.
+struct Recorder {
+    /// Times are nanoseconds since this instant, the run's start, shared by all threads.
+    start: Instant,
+    /// The thread's number, part of every value it writes.
+    thread: usize,
+    /// Values written so far, numbering the next one.
+    written: u64,
+    /// The operations that may have taken effect: completed ones, and writes whose
+    /// outcome is unknown.
+    history: Vec<Operation>,
+}
+
+impl Recorder {
+    /// Nanoseconds since the run started.
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// A value no other operation of the run writes: `filler` with its start replaced by
+    /// `<thread>.<counter>-`, as long as `filler`, or as the mark if that is longer. The
+    /// filler is alphanumeric, so the mark reads back unambiguously; it goes first so
+    /// that values differ within the part the checker's explanations show.
+    fn unique_value(&mut self, filler: &str) -> String {
+        self.written += 1;
+        let mark = format!("{}.{}-", self.thread, self.written);
+        let keep = filler.len().saturating_sub(mark.len());
+        format!("{mark}{}", &filler[..keep])
+    }
+
+    /// The operation a request of `kind` on `key` from session `client` starts, invoked
+    /// now and not answered yet; puts and appends get a value of their own, made from
+    /// `filler`. `None` for a stale read, which is not checked.
+    fn invoke(
+        &mut self,
+        kind: BenchOp,
+        client: u64,
+        key: String,
+        filler: &str,
+    ) -> Option<Operation> {
+        let op = match kind {
+            BenchOp::Get => KvOp::Get,
+            BenchOp::Put => KvOp::Put(self.unique_value(filler)),
+            BenchOp::Append => KvOp::Append(self.unique_value(filler)),
+            BenchOp::Delete => KvOp::Delete,
+            BenchOp::StaleGet => return None,
+        };
+        Some(Operation {
+            client,
+            key,
+            op,
+            invoke: self.now(),
+            complete: None,
+            read: None,
+        })
+    }
+
+    /// Records `operation` as answered `ok` now; `read` is what a get returned.
+    fn answered(&mut self, mut operation: Operation, read: Option<String>) {
+        operation.complete = Some(self.now());
+        operation.read = read;
+        self.history.push(operation);
+    }
+
+    /// Records `operation` as left without a definite answer: a write may still take
+    /// effect, so it stays with its outcome unknown; a read changed nothing and is left
+    /// out.
+    fn unanswered(&mut self, operation: Operation) {
+        if operation.op != KvOp::Get {
+            self.history.push(operation);
+        }
+    }
+}
+
+/// One bench thread: its stats by operation kind and, with `--check`, its history.
+fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Operation>) {
     let config = &shared.config;
     let mut rng = StdRng::from_entropy();
     let value: String = (&mut rng)
@@ -457,14 +658,22 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
         .map(|s| PipelineSession {
             client: format!("b-{:08x}-{number}-{s}", shared.run_tag),
             next_seq: 1,
+            id: (number * config.pipeline + s) as u64,
         })
         .collect();
+    let mut recorder = config.check.then(|| Recorder {
+        start: shared.start,
+        thread: number,
+        written: 0,
+        history: Vec::new(),
+    });
+    let prefix = &shared.key_prefix;
     let mut stats: [OpStats; 5] = Default::default();
     let mut conn: Option<Conn> = None;
     let (mut leader, mut generation) = shared.current_leader();
     let mut line = String::new();
     let mut buf = Vec::new();
-    let mut in_flight: Vec<(BenchOp, Instant)> = Vec::with_capacity(config.pipeline);
+    let mut in_flight: Vec<Sent> = Vec::with_capacity(config.pipeline);
     let mut unreachable_since: Option<Instant> = None;
     loop {
         if conn.is_none() {
@@ -497,23 +706,31 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
         for slot in slots.iter_mut().take(n) {
             let kind = config.mix.pick(&mut rng);
             let key = rng.gen_range(0..config.keys);
+            let operation = recorder.as_mut().and_then(|recorder| {
+                let name = format!("{prefix}key-{key}");
+                recorder.invoke(kind, slot.id, name, &value)
+            });
+            let written = match operation.as_ref().map(|o| &o.op) {
+                Some(KvOp::Put(v) | KvOp::Append(v)) => v,
+                _ => &value,
+            };
             line.clear();
             let _ = match kind {
-                BenchOp::Get => write!(line, r#"{{"op":"get","key":"key-{key}"}}"#),
+                BenchOp::Get => write!(line, r#"{{"op":"get","key":"{prefix}key-{key}"}}"#),
                 BenchOp::StaleGet => {
                     write!(
                         line,
-                        r#"{{"op":"get","key":"key-{key}","consistency":"stale"}}"#
+                        r#"{{"op":"get","key":"{prefix}key-{key}","consistency":"stale"}}"#
                     )
                 }
                 BenchOp::Delete => write!(
                     line,
-                    r#"{{"op":"delete","key":"key-{key}","client":"{}","seq":{}}}"#,
+                    r#"{{"op":"delete","key":"{prefix}key-{key}","client":"{}","seq":{}}}"#,
                     slot.client, slot.next_seq
                 ),
                 BenchOp::Put | BenchOp::Append => write!(
                     line,
-                    r#"{{"op":"{}","key":"key-{key}","value":"{value}","client":"{}","seq":{}}}"#,
+                    r#"{{"op":"{}","key":"{prefix}key-{key}","value":"{written}","client":"{}","seq":{}}}"#,
                     kind.name(),
                     slot.client,
                     slot.next_seq
@@ -523,7 +740,11 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
                 slot.next_seq += 1;
             }
             line.push('\n');
-            in_flight.push((kind, Instant::now()));
+            in_flight.push(Sent {
+                kind,
+                at: Instant::now(),
+                operation,
+            });
             if c.writer.write_all(line.as_bytes()).is_err() {
                 failed = true;
                 break;
@@ -535,28 +756,43 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
         let mut hint = None;
         let mut answered = 0;
         if !failed {
-            for &(kind, sent) in &in_flight {
+            for sent in &mut in_flight {
                 match codec::read_line(&mut c.reader, &mut buf, MAX_RESPONSE_LINE) {
                     Ok(Line::Complete) => {}
                     _ => break,
                 }
-                let elapsed = sent.elapsed();
+                let elapsed = sent.at.elapsed();
                 answered += 1;
                 shared.completed.fetch_add(1, Ordering::Relaxed);
-                let stat = &mut stats[kind.index()];
+                let stat = &mut stats[sent.kind.index()];
+                let recording = recorder.as_mut().zip(sent.operation.take());
                 match serde_json::from_slice::<Reply>(&buf) {
-                    Ok(Reply { ok: true, .. }) => stat
-                        .latency_us
-                        .record(elapsed.as_micros().try_into().unwrap_or(u64::MAX)),
+                    Ok(Reply {
+                        ok: true, value, ..
+                    }) => {
+                        stat.latency_us
+                            .record(elapsed.as_micros().try_into().unwrap_or(u64::MAX));
+                        if let Some((recorder, operation)) = recording {
+                            recorder.answered(operation, value.map(Cow::into_owned));
+                        }
+                    }
                     Ok(reply) => {
                         let code = reply.error.unwrap_or_else(|| "error".into());
                         if code == "not_leader" {
                             hint = reply.leader_addr.filter(|a| *a != leader).or(hint);
                         }
+                        if let Some((recorder, operation)) = recording {
+                            if may_have_applied(&code) {
+                                recorder.unanswered(operation);
+                            }
+                        }
                         shared.errors.fetch_add(1, Ordering::Relaxed);
                         *stat.errors.entry(code).or_default() += 1;
                     }
                     Err(_) => {
+                        if let Some((recorder, operation)) = recording {
+                            recorder.unanswered(operation);
+                        }
                         shared.errors.fetch_add(1, Ordering::Relaxed);
                         *stat.errors.entry("malformed_response".into()).or_default() += 1;
                     }
@@ -565,13 +801,16 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
         }
         if answered < in_flight.len() {
             // The connection broke: every unanswered request counts as lost.
-            for &(kind, _) in &in_flight[answered..] {
+            for sent in &mut in_flight[answered..] {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 shared.completed.fetch_add(1, Ordering::Relaxed);
-                *stats[kind.index()]
+                *stats[sent.kind.index()]
                     .errors
                     .entry("connection".into())
                     .or_default() += 1;
+                if let Some((recorder, operation)) = recorder.as_mut().zip(sent.operation.take()) {
+                    recorder.unanswered(operation);
+                }
             }
             conn = None;
             (leader, generation) = shared.search_leader(generation);
@@ -581,11 +820,12 @@ fn worker(shared: &Shared, number: usize) -> BTreeMap<BenchOp, OpStats> {
             (leader, generation) = shared.current_leader();
         }
     }
-    BenchOp::ALL
+    let stats = BenchOp::ALL
         .into_iter()
         .zip(stats)
         .filter(|(_, s)| s.latency_us.count() > 0 || !s.errors.is_empty())
-        .collect()
+        .collect();
+    (stats, recorder.map(|r| r.history).unwrap_or_default())
 }
 
 /// Runs a bench with `config` against the cluster `client` knows; `stop` ends it early.
@@ -603,6 +843,12 @@ pub fn run_bench(
         deadline: Duration::from_secs(2),
         ..client.options().clone()
     };
+    let run_tag: u32 = rand::random();
+    let key_prefix = if config.check {
+        format!("b-{run_tag:08x}-")
+    } else {
+        String::new()
+    };
     let shared = Shared {
         addrs: client.addrs(),
         search,
@@ -612,11 +858,13 @@ pub fn run_bench(
         errors: AtomicU64::new(0),
         stop,
         start: Instant::now(),
-        run_tag: rand::random(),
+        run_tag,
+        key_prefix,
         config,
     };
     let finished = AtomicUsize::new(0);
     let mut by_op: BTreeMap<BenchOp, OpStats> = BTreeMap::new();
+    let mut history: Vec<Operation> = Vec::new();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..shared.config.clients)
             .map(|number| {
@@ -624,9 +872,9 @@ pub fn run_bench(
                 std::thread::Builder::new()
                     .name(format!("bench-{number}"))
                     .spawn_scoped(scope, move || {
-                        let stats = worker(shared, number);
+                        let outcome = worker(shared, number);
                         finished.fetch_add(1, Ordering::Release);
-                        stats
+                        outcome
                     })
                     .expect("spawn a bench thread")
             })
@@ -649,15 +897,28 @@ pub fn run_bench(
             }
         }
         for handle in handles {
-            for (kind, stats) in handle.join().expect("a bench thread panicked") {
+            let (stats, recorded) = handle.join().expect("a bench thread panicked");
+            for (kind, stats) in stats {
                 by_op.entry(kind).or_default().merge(&stats);
             }
+            history.extend(recorded);
         }
     });
+    let elapsed = shared.start.elapsed();
+    let check = shared.config.check.then(|| {
+        if !quiet {
+            eprintln!(
+                "checking the history of {} operations for linearizability",
+                history.len()
+            );
+        }
+        HistoryCheck::of(&history)
+    });
     Ok(BenchReport {
-        elapsed: shared.start.elapsed(),
+        elapsed,
         by_op,
         config: shared.config,
+        check,
     })
 }
 
@@ -688,7 +949,16 @@ pub fn run(args: BenchArgs) -> i32 {
             } else {
                 print!("{}", report.to_text());
             }
-            EXIT_OK
+            match report.check.map(|check| check.verdict) {
+                Some(Err(violation)) => {
+                    eprintln!(
+                        "raftkv bench: the check failed for key {:?}; the report explains why",
+                        violation.key
+                    );
+                    EXIT_NOT_LINEARIZABLE
+                }
+                Some(Ok(())) | None => EXIT_OK,
+            }
         }
         Err(e) => {
             eprintln!("raftkv bench: {e}");
@@ -766,6 +1036,9 @@ mod tests {
         assert!(BenchConfig::from_args(&args("raftkv bench --servers a:1 --ops 0")).is_err());
         assert!(BenchConfig::from_args(&args("raftkv bench --servers a:1 --duration=-1")).is_err());
         assert!(BenchConfig::from_args(&args("raftkv bench --servers a:1 --mix get")).is_err());
+        assert!(!c.check);
+        let c = BenchConfig::from_args(&args("raftkv bench --servers a:1 --check")).unwrap();
+        assert!(c.check);
     }
 
     #[test]
@@ -780,6 +1053,7 @@ mod tests {
             keys: 10,
             mix: Mix::parse("put=2,get=1,append=1,stale_get=1").unwrap(),
             pipeline: 4,
+            check: false,
         };
         let report =
             run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
@@ -833,6 +1107,7 @@ mod tests {
             keys: 5,
             mix: Mix::parse("put=1").unwrap(),
             pipeline: 2,
+            check: false,
         };
         let report =
             run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
@@ -847,5 +1122,102 @@ mod tests {
             18,
             "the rest went to the hinted leader"
         );
+    }
+
+    #[test]
+    fn check_records_the_history_and_passes_a_correct_node() {
+        let node = fake::start_kv(1);
+        let mut client = Client::new(vec![node.addr.clone()], ClientOptions::default());
+        let config = BenchConfig {
+            clients: 3,
+            ops: Some(300),
+            duration: None,
+            value_size: 16,
+            keys: 4,
+            mix: Mix::parse("put=2,get=2,append=2,delete=1,stale_get=1").unwrap(),
+            pipeline: 4,
+            check: true,
+        };
+        let report =
+            run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
+        let check = report.check.as_ref().expect("--check reports a verdict");
+        assert_eq!(check.verdict, Ok(()));
+        // Every operation was answered ok; all but the stale reads are in the history.
+        let stale = report
+            .by_op
+            .get(&BenchOp::StaleGet)
+            .map_or(0, |s| s.latency_us.count());
+        assert_eq!(check.operations as u64, 300 - stale);
+        assert_eq!(check.unknown_outcome, 0);
+        // The run's own keys, and a value of its own for every write, of the set size.
+        let seen = node.seen();
+        let requests = seen.iter().filter(|r| r["op"] != "status");
+        let mut values = std::collections::HashSet::new();
+        for request in requests {
+            let key = request["key"].as_str().unwrap();
+            assert!(key.starts_with("b-") && key.contains("-key-"), "{key}");
+            if let Some(value) = request["value"].as_str() {
+                assert_eq!(value.len(), 16, "{value}");
+                assert!(values.insert(value.to_string()), "{value} written twice");
+            }
+        }
+        assert!(!values.is_empty());
+        let text = report.to_text();
+        assert!(text.contains("are linearizable"), "{text}");
+        let json = report.to_json();
+        assert_eq!(json["check"]["passed"], true);
+        assert_eq!(json["check"]["operations"], check.operations);
+    }
+
+    #[test]
+    fn check_fails_a_node_that_acknowledges_writes_it_never_applies() {
+        // Writes are answered ok and dropped; every read finds the key absent. A read
+        // after an acknowledged put must see it, so the history has no linearization.
+        let me = Arc::new(Mutex::new(String::new()));
+        let mut honest = fake::kv(1, me.clone());
+        let liar = fake::Fake::start(move |r| match r["op"].as_str() {
+            Some("status") => honest(r),
+            Some("get") => fake::Action::Reply(json!({"ok": true, "value": null})),
+            _ => fake::Action::Reply(fake::ok()),
+        });
+        *me.lock() = liar.addr.clone();
+        let config = BenchConfig {
+            clients: 1,
+            ops: Some(40),
+            duration: None,
+            value_size: 8,
+            keys: 1,
+            mix: Mix::parse("put=1,get=1").unwrap(),
+            pipeline: 1,
+            check: true,
+        };
+        let mut client = Client::new(vec![liar.addr.clone()], ClientOptions::default());
+        let report =
+            run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
+        let violation = report.check.as_ref().unwrap().verdict.clone().unwrap_err();
+        assert!(
+            violation.message.starts_with("No linearization exists"),
+            "{violation}"
+        );
+        assert!(report.to_text().contains("check: FAILED"));
+        let json = report.to_json();
+        assert_eq!(json["check"]["passed"], false);
+        assert_eq!(json["check"]["key"], violation.key);
+
+        // The command exits with its own status.
+        let servers = format!("--servers={}", liar.addr);
+        let status = super::super::run([
+            "raftkv",
+            "bench",
+            &servers,
+            "--check",
+            "--ops",
+            "40",
+            "--keys",
+            "1",
+            "--mix",
+            "put=1,get=1",
+        ]);
+        assert_eq!(status, EXIT_NOT_LINEARIZABLE);
     }
 }

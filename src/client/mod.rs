@@ -31,7 +31,7 @@
 //! retry with the first attempt's result, so retrying after an uncertain failure is
 //! safe: it either applies the write for the first time or reports that it already was.
 //! The next write gets the next `seq` whatever the previous outcome. Because operations
-//! take `&mut self`, a `Client` has at most one write outstanding, as PROTOCOL.md asks.
+//! take `&mut self`, a `Client` has at most one write outstanding, as docs/protocol.md asks.
 //!
 //! # What a failure means
 //!
@@ -264,7 +264,7 @@ impl Client {
         client
     }
 
-    /// A client of the nodes of a cluster file (PROTOCOL.md §2); it knows their ids.
+    /// A client of the nodes of a cluster file (docs/protocol.md §2); it knows their ids.
     pub fn from_cluster_file(path: &Path, options: ClientOptions) -> crate::error::Result<Client> {
         Ok(Client::from_cluster(&ClusterConfig::load(path)?, options))
     }

@@ -5,25 +5,33 @@
 //! map, session table and results on every node. The session table maps each client
 //! name to the newest `seq` applied for it and that write's result, so a retried write
 //! (same client, same seq) gets the first attempt's answer instead of running twice.
+//!
+//! Both maps are persistent B-trees (`imbl::OrdMap`): a clone shares every node with
+//! the original and copies only what either side changes later. So a snapshot is a
+//! clone taken in O(1) on the state thread and serialized on another
+//! ([`image`]), and, being ordered, two stores with the same contents serialize to the
+//! same bytes.
 
 mod command;
+pub mod image;
 
 pub use command::{Command, Session, WriteOp, WriteResult, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
-use std::collections::HashMap;
+use imbl::OrdMap;
 
-/// The newest write applied for one client.
+/// The newest write applied for one client. Only successful writes are recorded, so
+/// the answer to a retry of it is always [`WriteResult::Ok`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SessionRecord {
     last_seq: u64,
-    last_result: WriteResult,
 }
 
-/// The key-value map and the session table.
+/// The key-value map and the session table. Cloning is O(1) (see the module
+/// documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Store {
-    data: HashMap<String, String>,
-    sessions: HashMap<String, SessionRecord>,
+    data: OrdMap<String, String>,
+    sessions: OrdMap<String, SessionRecord>,
 }
 
 impl Store {
@@ -48,7 +56,7 @@ impl Store {
         if let Some(session) = &command.session {
             if let Some(record) = self.sessions.get(&session.client) {
                 if session.seq == record.last_seq {
-                    return record.last_result.clone();
+                    return WriteResult::Ok;
                 }
                 if session.seq < record.last_seq {
                     return WriteResult::StaleSeq {
@@ -71,17 +79,18 @@ impl Store {
                 self.data.remove(&command.key);
             }
         }
-        let result = WriteResult::Ok;
         if let Some(session) = &command.session {
-            self.sessions.insert(
-                session.client.clone(),
-                SessionRecord {
-                    last_seq: session.seq,
-                    last_result: result.clone(),
-                },
-            );
+            let record = SessionRecord {
+                last_seq: session.seq,
+            };
+            self.sessions.insert(session.client.clone(), record);
         }
-        result
+        WriteResult::Ok
+    }
+
+    /// Number of clients with a session.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
     }
 }
 

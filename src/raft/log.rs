@@ -1,60 +1,81 @@
-//! The in-memory Raft log, and which part of it is already on stable storage.
+//! The in-memory Raft log, which part of it is already on stable storage, and where it
+//! begins once a snapshot has replaced its prefix (§7).
 
-use super::{Entry, Index, Term};
+use super::{Entry, Index, SnapshotMeta, Term};
 
 /// The log of one node.
 ///
 /// Invariants:
-/// - `entries[i]` has index `i + 1`; terms never decrease along the log.
-/// - `stable <= last_index()`: entries up to `stable` are known to be durable.
+/// - the log holds the entries `first_index()..=last_index()`; everything up to and
+///   including `base` was compacted into a snapshot, and `base`'s term is still known
+///   (it is the snapshot's, and answers the consistency check of the next append);
+/// - `entries[i]` has index `base.index + 1 + i`; terms never decrease along the log;
+/// - `stable <= last_index()`: entries up to `stable` are known to be durable;
 /// - `unstable_from <= last_index() + 1`: entries from `unstable_from` on have not yet been
 ///   handed to the caller for persistence (and anything stored at those indexes is stale).
 #[derive(Clone, Debug, Default)]
 pub struct Log {
+    /// The last compacted position; index 0 (term 0) when nothing was compacted.
+    base: SnapshotMeta,
     entries: Vec<Entry>,
     stable: Index,
     unstable_from: Index,
 }
 
 impl Log {
-    /// A log restored from stable storage: all of it is durable.
-    pub fn restore(entries: Vec<Entry>) -> Log {
+    /// A log restored from stable storage: entries after `base`, all durable.
+    pub fn restore(base: SnapshotMeta, entries: Vec<Entry>) -> Log {
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
-                i as Index + 1,
-                "restored log must be consecutive from 1"
+                base.index + 1 + i as Index,
+                "restored log must be consecutive from its base"
             );
         }
-        let last = entries.len() as Index;
+        let last = base.index + entries.len() as Index;
         Log {
+            base,
             entries,
             stable: last,
             unstable_from: last + 1,
         }
     }
 
+    /// The last compacted position (the snapshot the log starts after).
+    pub fn base(&self) -> SnapshotMeta {
+        self.base
+    }
+
+    /// The first index the log holds (or would hold: it may be empty).
+    pub fn first_index(&self) -> Index {
+        self.base.index + 1
+    }
+
     pub fn last_index(&self) -> Index {
-        self.entries.len() as Index
+        self.base.index + self.entries.len() as Index
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.base.term, |e| e.term)
     }
 
-    /// Term of the entry at `index`; index 0 (the empty prefix) has term 0.
+    /// Position of `index` in `entries`, if the log holds it.
+    fn offset(&self, index: Index) -> Option<usize> {
+        let i = index.checked_sub(self.first_index())?;
+        (i < self.entries.len() as Index).then_some(i as usize)
+    }
+
+    /// Term of the entry at `index`: known for the base and every entry held, `None`
+    /// for compacted indexes and those past the end.
     pub fn term(&self, index: Index) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.base.index {
+            return Some(self.base.term);
         }
-        self.entries.get(index as usize - 1).map(|e| e.term)
+        self.offset(index).map(|i| self.entries[i].term)
     }
 
     pub fn get(&self, index: Index) -> Option<&Entry> {
-        if index == 0 {
-            return None;
-        }
-        self.entries.get(index as usize - 1)
+        self.offset(index).map(|i| &self.entries[i])
     }
 
     /// Index of the last durable entry.
@@ -62,15 +83,15 @@ impl Log {
         self.stable
     }
 
-    /// Entries `from..=to` (clamped to the log), stopping early once `max_bytes` is
-    /// exceeded, but always at least one entry if any is in range.
+    /// Entries `from..=to` (clamped to what the log holds), stopping early once
+    /// `max_bytes` is exceeded, but always at least one entry if any is in range.
     pub fn slice(&self, from: Index, to: Index, max_bytes: usize) -> Vec<Entry> {
         let to = to.min(self.last_index());
         let mut out = Vec::new();
         let mut bytes = 0;
-        let mut i = from.max(1);
+        let mut i = from.max(self.first_index());
         while i <= to {
-            let e = &self.entries[i as usize - 1];
+            let e = &self.entries[(i - self.first_index()) as usize];
             bytes += e.approx_size();
             if !out.is_empty() && bytes > max_bytes {
                 break;
@@ -94,18 +115,44 @@ impl Log {
         self.entries.push(entry);
     }
 
-    /// Removes every entry at `index` and after (a conflicting suffix, §5.3).
+    /// Removes every entry at `index` and after (a conflicting suffix, §5.3). Compacted
+    /// entries are committed and can never conflict.
     pub fn truncate_from(&mut self, index: Index) {
-        assert!(index >= 1);
-        self.entries.truncate(index as usize - 1);
+        assert!(
+            index > self.base.index,
+            "compacted entries are never truncated"
+        );
+        self.entries.truncate((index - self.first_index()) as usize);
         self.stable = self.stable.min(index - 1);
         self.unstable_from = self.unstable_from.min(index);
     }
 
+    /// Drops the entries up to and including `upto`, which a durable snapshot covers.
+    /// They must be durable themselves (the caller compacts only applied entries).
+    pub fn compact(&mut self, upto: Index) {
+        if upto <= self.base.index {
+            return;
+        }
+        assert!(upto <= self.stable, "only durable entries are compacted");
+        let term = self.term(upto).expect("a held entry");
+        self.entries.drain(..(upto - self.base.index) as usize);
+        self.base = SnapshotMeta { index: upto, term };
+    }
+
+    /// Replaces the whole log by a snapshot's position: a follower installed a snapshot
+    /// its log does not contain. The caller makes the snapshot durable before it acts on
+    /// it, so the new base counts as stable.
+    pub fn reset(&mut self, snapshot: SnapshotMeta) {
+        self.entries.clear();
+        self.base = snapshot;
+        self.stable = snapshot.index;
+        self.unstable_from = snapshot.index + 1;
+    }
+
     /// Hands out the entries not yet given to the caller for persistence.
     pub fn take_unstable(&mut self) -> Vec<Entry> {
-        let from = self.unstable_from.max(1);
-        let out = self.entries[from as usize - 1..].to_vec();
+        let from = self.unstable_from.max(self.first_index());
+        let out = self.entries[(from - self.first_index()) as usize..].to_vec();
         self.unstable_from = self.last_index() + 1;
         out
     }
@@ -117,16 +164,21 @@ impl Log {
         }
     }
 
-    /// First index holding `term` (terms are sorted, so a binary search finds it).
+    /// First index holding `term` among the entries held (terms are sorted, so a
+    /// binary search finds it).
     pub fn first_index_of_term(&self, term: Term) -> Option<Index> {
         let i = self.entries.partition_point(|e| e.term < term);
-        (self.entries.get(i)?.term == term).then_some(i as Index + 1)
+        (self.entries.get(i)?.term == term).then_some(self.first_index() + i as Index)
     }
 
-    /// Last index holding `term`.
+    /// Last index holding `term` among the entries held, or the base if it has it.
     pub fn last_index_of_term(&self, term: Term) -> Option<Index> {
         let i = self.entries.partition_point(|e| e.term <= term);
-        (i > 0 && self.entries[i - 1].term == term).then_some(i as Index)
+        if i > 0 && self.entries[i - 1].term == term {
+            Some(self.base.index + i as Index)
+        } else {
+            (i == 0 && self.base.term == term && self.base.index > 0).then_some(self.base.index)
+        }
     }
 
     /// Is a log ending at `last_index@last_term` at least as up-to-date as ours (§5.4.1)?
@@ -155,7 +207,7 @@ pub(crate) mod tests {
     }
 
     fn log_of(terms: &[Term]) -> Log {
-        Log::restore(noop_entries(terms))
+        Log::restore(SnapshotMeta::default(), noop_entries(terms))
     }
 
     #[test]
@@ -195,6 +247,43 @@ pub(crate) mod tests {
         assert!(log.is_up_to_date(1, 3));
         assert!(!log.is_up_to_date(2, 2));
         assert!(!log.is_up_to_date(9, 1));
+    }
+
+    #[test]
+    fn a_compacted_log_answers_for_its_base_and_what_it_holds() {
+        let mut log = log_of(&[1, 1, 2, 2, 3]);
+        log.compact(3);
+        assert_eq!((log.first_index(), log.last_index()), (4, 5));
+        assert_eq!(log.term(3), Some(2), "the base's term stays known");
+        assert_eq!(log.term(2), None, "compacted");
+        assert!(log.get(3).is_none());
+        assert_eq!(log.get(4).map(|e| e.term), Some(2));
+        assert_eq!(log.slice(1, 9, usize::MAX).len(), 2);
+        assert_eq!(log.last_index_of_term(2), Some(4));
+        assert_eq!(log.first_index_of_term(2), Some(4));
+        log.compact(5);
+        assert_eq!((log.last_index(), log.last_term()), (5, 3));
+        assert_eq!(log.last_index_of_term(3), Some(5), "the base has that term");
+        log.append(Entry {
+            index: 6,
+            term: 3,
+            payload: Payload::Noop,
+        });
+        log.truncate_from(6);
+        assert_eq!(log.last_index(), 5);
+    }
+
+    #[test]
+    fn reset_replaces_the_log_by_a_snapshot_position() {
+        let mut log = log_of(&[1, 1]);
+        log.reset(SnapshotMeta { index: 9, term: 4 });
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (10, 9, 4)
+        );
+        assert_eq!(log.stable(), 9);
+        assert!(log.take_unstable().is_empty());
+        assert!(log.is_up_to_date(9, 4) && !log.is_up_to_date(8, 4));
     }
 
     #[test]

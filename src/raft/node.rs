@@ -6,7 +6,7 @@ use super::{
     log::Log,
     progress::{Progress, ProgressState},
     role::{LeaderState, PendingRead, Role, RoleState, Tally, Votes},
-    AppendResult, Body, Entry, HardState, Index, Message, NodeId, Payload, Term,
+    AppendResult, Body, Entry, HardState, Index, Message, NodeId, Payload, SnapshotMeta, Term,
 };
 use crate::kv::Command;
 
@@ -52,8 +52,9 @@ pub struct NotLeader {
 }
 
 /// Everything the caller must act on after a batch of inputs, in this order:
-/// 1. persist `hard_state` and `entries` (entries replace any stored entry at the same
-///    index or later) and make them durable;
+/// 1. make `installed` the durable snapshot (the log now starts after it), persist
+///    `hard_state` and `entries` (entries replace any stored entry at the same index or
+///    later) and make them durable;
 /// 2. call [`RaftNode::persisted`] with the last persisted entry;
 /// 3. send `messages` (a leader's `Append` messages may be sent before step 1);
 /// 4. apply `committed` in order, then serve `reads`; answer `failed_reads`; treat
@@ -74,11 +75,16 @@ pub struct Ready {
     pub failed_reads: Vec<ReadId>,
     /// Set when this node stopped being leader with uncommitted entries of its own.
     pub aborted_from: Option<Index>,
+    /// A snapshot from the leader replaced this follower's log (§7): the caller makes
+    /// it durable (with the log reset to start after it) before anything of this
+    /// `Ready` leaves, and restores the state machine from it instead of applying.
+    pub installed: Option<SnapshotMeta>,
 }
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none()
+        self.installed.is_none()
+            && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
             && self.committed.is_empty()
@@ -111,6 +117,9 @@ pub struct RaftNode {
     commit: Index,
     /// Committed entries up to here have been handed to the caller to apply.
     applied: Index,
+    /// The newest durable snapshot the caller has (§7): what a follower gets that needs
+    /// an entry compacted away. Index 0 when there is none.
+    snapshot: SnapshotMeta,
 
     /// Ticks since the last election-timer reset (followers and (pre-)candidates; a
     /// leader keeps its own clocks in `LeaderState`).
@@ -135,17 +144,22 @@ pub struct RaftNode {
     failed_reads: Vec<ReadId>,
     /// Lowest index of a proposal whose outcome became unknown when leadership was lost.
     aborted_from: Option<Index>,
+    /// A snapshot installed since the last `Ready`.
+    installed: Option<SnapshotMeta>,
 }
 
 impl RaftNode {
-    /// A node starting from `hard_state` and `entries` recovered from stable storage (both
-    /// empty for a brand-new node). `members` includes `id`.
+    /// A node starting from what stable storage holds: `hard_state`, the newest
+    /// `snapshot` (index 0 if none), and the log `entries` after it (all empty for a
+    /// brand-new node). Everything the snapshot covers counts as committed and
+    /// applied. `members` includes `id`.
     pub fn new(
         id: NodeId,
         members: &[NodeId],
         config: Config,
         seed: u64,
         hard_state: HardState,
+        snapshot: SnapshotMeta,
         entries: Vec<Entry>,
     ) -> RaftNode {
         assert!(
@@ -164,9 +178,10 @@ impl RaftNode {
             term: hard_state.term,
             voted_for: hard_state.voted_for,
             role: RoleState::Follower { leader: None },
-            log: Log::restore(entries),
-            commit: 0,
-            applied: 0,
+            log: Log::restore(snapshot, entries),
+            commit: snapshot.index,
+            applied: snapshot.index,
+            snapshot,
             election_elapsed: 0,
             randomized_timeout: 0,
             read_round: 0,
@@ -175,6 +190,7 @@ impl RaftNode {
             outbox: Vec::new(),
             failed_reads: Vec::new(),
             aborted_from: None,
+            installed: None,
         };
         node.reset_election_timer();
         node
@@ -201,6 +217,10 @@ impl RaftNode {
     }
     pub fn is_leader(&self) -> bool {
         matches!(self.role, RoleState::Leader(_))
+    }
+    /// The newest snapshot this node can send (index 0 if none).
+    pub fn snapshot(&self) -> SnapshotMeta {
+        self.snapshot
     }
     pub fn commit_index(&self) -> Index {
         self.commit
@@ -332,6 +352,38 @@ impl RaftNode {
         }
     }
 
+    /// The caller made a snapshot durable (§7): it covers the log up to `meta`, which
+    /// must be applied. From now on it is what a follower gets that needs an entry the
+    /// log no longer holds.
+    pub fn snapshot_saved(&mut self, meta: SnapshotMeta) {
+        assert!(
+            meta.index <= self.applied,
+            "a snapshot covers applied entries only"
+        );
+        if meta.index > self.snapshot.index {
+            self.snapshot = meta;
+        }
+    }
+
+    /// Drops the log's entries up to `upto` (at most the newest snapshot's index): the
+    /// caller keeps a few entries behind the snapshot, so that a follower that lags
+    /// only a little catches up from the log rather than by a snapshot.
+    pub fn compact(&mut self, upto: Index) {
+        let upto = upto.min(self.snapshot.index).min(self.log.stable());
+        self.log.compact(upto);
+    }
+
+    /// The runtime finished sending this leader's snapshot to `peer`, or gave up on it.
+    /// Either way the leader probes from just after the snapshot again: the probe
+    /// finds out whether the follower installed it.
+    pub fn snapshot_sent(&mut self, peer: NodeId) {
+        if let RoleState::Leader(leader) = &mut self.role {
+            if let Some(pr) = leader.progress.get_mut(&peer) {
+                pr.on_snapshot_done();
+            }
+        }
+    }
+
     /// Handles one message from a peer.
     pub fn step(&mut self, m: Message) {
         if m.to != self.id || !self.peers.contains(&m.from) {
@@ -354,13 +406,18 @@ impl RaftNode {
                 // disruptive vote requests (and do not adopt their term).
                 return;
             }
-            let leader = matches!(m.body, Body::Append { .. }).then_some(m.from);
-            self.become_follower(m.term, leader);
+            let from_leader = matches!(m.body, Body::Append { .. } | Body::InstallSnapshot { .. });
+            self.become_follower(m.term, from_leader.then_some(m.from));
         } else if m.term < self.term {
             // A stale sender: tell it our term so it steps down (Figure 2).
-            match m.body {
-                Body::Vote { .. } => self.send(m.from, Body::VoteResponse { granted: false }),
-                Body::Append { prev_index, .. } => self.send(
+            let stale_prev = match m.body {
+                Body::Append { prev_index, .. } => Some(prev_index),
+                Body::InstallSnapshot { meta } => Some(meta.index),
+                _ => None,
+            };
+            match (m.body, stale_prev) {
+                (Body::Vote { .. }, _) => self.send(m.from, Body::VoteResponse { granted: false }),
+                (_, Some(prev_index)) => self.send(
                     m.from,
                     Body::AppendResponse {
                         result: AppendResult::Conflict {
@@ -391,12 +448,13 @@ impl RaftNode {
             Body::AppendResponse { result, read_round } => {
                 self.handle_append_response(m.from, result, read_round)
             }
+            Body::InstallSnapshot { meta } => self.handle_install_snapshot(m.from, meta),
             Body::PreVote { .. } | Body::PreVoteResponse { .. } => unreachable!("handled above"),
         }
     }
 
     /// The caller made the log durable up to `index@term`. A leader counts its own
-    /// copy toward a commit only from here on (DESIGN.md, durability rule).
+    /// copy toward a commit only from here on (docs/architecture.md, durability rule).
     pub fn persisted(&mut self, index: Index, term: Term) {
         let before = self.log.stable();
         self.log.mark_stable(index, term);
@@ -438,6 +496,7 @@ impl RaftNode {
             reads,
             failed_reads: std::mem::take(&mut self.failed_reads),
             aborted_from: self.aborted_from.take(),
+            installed: self.installed.take(),
         }
     }
 
@@ -616,12 +675,15 @@ impl RaftNode {
         leader_commit: Index,
         read_round: u64,
     ) {
-        match &mut self.role {
-            RoleState::Follower { leader } => *leader = Some(from),
-            _ => self.become_follower(self.term, Some(from)),
+        self.heard_from_leader(from);
+        if prev_index < self.commit {
+            // Everything up to the commit index is committed, hence the same as the
+            // leader's log (and may be compacted here): say where it ends, and the
+            // leader continues from there. Only a delayed or duplicated append, or
+            // a leader that does not know our snapshot, starts that far back.
+            let result = AppendResult::Match(self.commit);
+            return self.send(from, Body::AppendResponse { result, read_round });
         }
-        self.election_elapsed = 0;
-
         let result = match self.log.term(prev_index) {
             None => AppendResult::Conflict {
                 prev_index,
@@ -654,6 +716,45 @@ impl RaftNode {
         self.send(from, Body::AppendResponse { result, read_round });
     }
 
+    /// A message from the leader of our term: follow it, and restart the election timer.
+    fn heard_from_leader(&mut self, from: NodeId) {
+        match &mut self.role {
+            RoleState::Follower { leader } => *leader = Some(from),
+            _ => self.become_follower(self.term, Some(from)),
+        }
+        self.election_elapsed = 0;
+    }
+
+    /// InstallSnapshot receiver (§7), by the rules etcd and LogCabin follow: a snapshot
+    /// at or below the commit index says nothing new; one whose last entry the log
+    /// already holds commits up to it and keeps the log (the entries after it may be
+    /// newer than the snapshot); any other replaces the whole log. The runtime hands
+    /// the snapshot in only once its data is complete and durable here.
+    fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
+        self.heard_from_leader(from);
+        let index = if meta.index <= self.commit {
+            self.commit
+        } else if self.log.term(meta.index) == Some(meta.term) {
+            self.commit = meta.index;
+            meta.index
+        } else {
+            self.log.reset(meta);
+            self.commit = meta.index;
+            self.applied = meta.index;
+            self.snapshot = meta;
+            self.installed = Some(meta);
+            meta.index
+        };
+        let result = AppendResult::Match(index);
+        self.send(
+            from,
+            Body::AppendResponse {
+                result,
+                read_round: 0,
+            },
+        );
+    }
+
     fn handle_append_response(&mut self, from: NodeId, result: AppendResult, read_round: u64) {
         let last = self.log.last_index();
         let RoleState::Leader(leader) = &mut self.role else {
@@ -681,7 +782,10 @@ impl RaftNode {
                 // append: the follower refused its term, which says nothing of its log.
                 let latest = prev_index + 1 == pr.next();
                 let in_window = pr.matched() < prev_index && prev_index < pr.next();
-                if (latest || in_window) && conflict_index > 0 {
+                // While a snapshot is on its way, the follower refuses every append
+                // (heartbeats included) until it has installed it: nothing to learn.
+                let sending_snapshot = matches!(pr.state(), ProgressState::Snapshot { .. });
+                if (latest || in_window) && conflict_index > 0 && !sending_snapshot {
                     let hint = match conflict_term.and_then(|t| self.log.last_index_of_term(t)) {
                         Some(last_of_term) => last_of_term + 1,
                         None => conflict_index,
@@ -720,7 +824,7 @@ impl RaftNode {
             match self.progress(peer).state() {
                 // A new leader's first probe carries the no-op.
                 ProgressState::Probe { sent: false } => self.send_probe(peer),
-                ProgressState::Probe { sent: true } => {}
+                ProgressState::Probe { sent: true } | ProgressState::Snapshot { .. } => {}
                 ProgressState::Replicate { .. } => self.send_entries(peer),
             }
         }
@@ -749,17 +853,24 @@ impl RaftNode {
             .progress(peer)
             .can_send_batch(self.config.max_inflight, self.log.last_index())
         {
-            let end = self.send_append(peer, true);
-            self.progress_mut(peer).on_batch_sent(end);
+            match self.send_append(peer, true) {
+                Some(end) => self.progress_mut(peer).on_batch_sent(end),
+                None => return, // the follower gets a snapshot instead
+            }
         }
     }
 
     /// Sends one AppendEntries from the follower's `next` (with entries, or none for a
-    /// heartbeat) and returns the last index it covers.
-    fn send_append(&mut self, peer: NodeId, with_entries: bool) -> Index {
+    /// heartbeat) and returns the last index it covers. If the log no longer holds the
+    /// entry before `next`, the follower is sent the snapshot instead (§7), and `None`
+    /// comes back.
+    fn send_append(&mut self, peer: NodeId, with_entries: bool) -> Option<Index> {
         let next = self.progress(peer).next();
         let prev_index = next - 1;
-        let prev_term = self.log.term(prev_index).expect("next is within the log");
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.send_snapshot(peer);
+            return None;
+        };
         let entries = if with_entries {
             self.log
                 .slice(next, self.log.last_index(), self.config.max_append_bytes)
@@ -775,7 +886,32 @@ impl RaftNode {
             read_round: self.read_round,
         };
         self.send(peer, body);
-        end
+        Some(end)
+    }
+
+    /// Sends the newest snapshot to a follower that needs an entry compacted away; the
+    /// runtime moves its data and reports back through `snapshot_sent`.
+    fn send_snapshot(&mut self, peer: NodeId) {
+        let meta = self.snapshot;
+        assert!(
+            meta.index >= self.log.base().index,
+            "the log is compacted only behind a snapshot"
+        );
+        self.progress_mut(peer).on_snapshot_sent(meta);
+        self.send(peer, Body::InstallSnapshot { meta });
+    }
+
+    /// A heartbeat to a follower that is being sent a snapshot: it checks against the
+    /// snapshot's position, so the follower acknowledges once it has installed it.
+    fn send_snapshot_heartbeat(&mut self, peer: NodeId, pending: SnapshotMeta) {
+        let body = Body::Append {
+            prev_index: pending.index,
+            prev_term: pending.term,
+            entries: Vec::new(),
+            commit: self.commit,
+            read_round: self.read_round,
+        };
+        self.send(peer, body);
     }
 
     /// Heartbeats assert leadership, carry the commit index, confirm read rounds, and
@@ -783,19 +919,21 @@ impl RaftNode {
     fn broadcast_heartbeat(&mut self) {
         self.leader_state().heartbeat_elapsed = 0;
         for peer in self.peers.clone() {
-            match self.progress(peer).state() {
+            match *self.progress(peer).state() {
                 ProgressState::Probe { .. } => self.send_probe(peer),
                 ProgressState::Replicate { .. } => {
                     self.send_append(peer, false);
                 }
+                ProgressState::Snapshot { pending } => self.send_snapshot_heartbeat(peer, pending),
             }
         }
     }
 
     /// Sends the one outstanding probe: an append from `next`, with entries.
     fn send_probe(&mut self, peer: NodeId) {
-        self.send_append(peer, true);
-        self.progress_mut(peer).on_probe_sent();
+        if self.send_append(peer, true).is_some() {
+            self.progress_mut(peer).on_probe_sent();
+        }
     }
 
     /// Moves reads whose round a quorum has acknowledged to the confirmed list.

@@ -2,14 +2,9 @@
 
 use std::collections::VecDeque;
 
-use super::Index;
+use super::{Index, SnapshotMeta};
 
 /// How a leader is sending to one follower.
-///
-/// The next issue, log compaction (§7), adds a third state, `Snapshot`: the follower
-/// needs an entry the leader has already compacted away, so the leader sends it a
-/// snapshot and nothing else until the follower acknowledges it, then probes again
-/// from just after the snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProgressState {
     /// The leader does not yet know where their logs meet. It sends one AppendEntries
@@ -27,6 +22,14 @@ pub enum ProgressState {
         /// `Config::max_inflight` of them (flow control).
         inflight: VecDeque<Index>,
     },
+    /// The follower needs an entry the leader has compacted away (§7): a snapshot is on
+    /// its way, and nothing else is sent (heartbeats aside) until the runtime reports
+    /// the transfer done or failed, or the follower acknowledges the snapshot's index.
+    /// Then the leader probes again from just after the snapshot.
+    Snapshot {
+        /// The snapshot being sent.
+        pending: SnapshotMeta,
+    },
 }
 
 /// A leader's view of one follower.
@@ -35,7 +38,8 @@ pub enum ProgressState {
 /// - `matched < next`: what is known to match lies before what is sent next.
 /// - In `Replicate`, in-flight ends increase and all are below `next`.
 /// - `next` and `matched` change only through the transitions below (`on_match`,
-///   `on_reject`, `on_batch_sent`), which also move between the states.
+///   `on_reject`, `on_batch_sent`, `on_snapshot_sent`, `on_snapshot_done`), which also
+///   move between the states.
 #[derive(Clone, Debug)]
 pub struct Progress {
     /// Next index to send.
@@ -73,7 +77,7 @@ impl Progress {
         self.matched
     }
 
-    /// Probing or replicating.
+    /// Probing, replicating or sending a snapshot.
     pub fn state(&self) -> &ProgressState {
         &self.state
     }
@@ -88,7 +92,7 @@ impl Progress {
     /// in-flight window and entries at `next` or later (the log ends at `last_index`).
     pub fn can_send_batch(&self, max_inflight: usize, last_index: Index) -> bool {
         match &self.state {
-            ProgressState::Probe { .. } => false,
+            ProgressState::Probe { .. } | ProgressState::Snapshot { .. } => false,
             ProgressState::Replicate { inflight } => {
                 inflight.len() < max_inflight && self.next <= last_index
             }
@@ -113,11 +117,41 @@ impl Progress {
         *sent = true;
     }
 
+    /// The snapshot `pending` is being sent to the follower, which needs an entry the
+    /// leader no longer holds.
+    pub fn on_snapshot_sent(&mut self, pending: SnapshotMeta) {
+        self.state = ProgressState::Snapshot { pending };
+    }
+
+    /// The runtime finished sending the pending snapshot (`ok`) or gave up. Either way
+    /// the leader probes from just after it: a follower that installed it matches
+    /// there, and one that did not rejects the probe, which leads back to a snapshot.
+    /// Does nothing unless a snapshot is pending.
+    pub fn on_snapshot_done(&mut self) {
+        if let ProgressState::Snapshot { pending } = self.state {
+            self.next = pending.index + 1;
+            self.state = ProgressState::Probe { sent: false };
+        }
+    }
+
     /// The follower's log matches ours up to `index`: replicate from here on (batches
-    /// acknowledged by it leave the window). Returns true if `matched` moved.
+    /// acknowledged by it leave the window). While a snapshot is pending, only an
+    /// acknowledgement of the snapshot's index or later ends the transfer. Returns true
+    /// if `matched` moved.
     pub fn on_match(&mut self, index: Index) -> bool {
         match &mut self.state {
             ProgressState::Probe { .. } => {
+                self.state = ProgressState::Replicate {
+                    inflight: VecDeque::new(),
+                }
+            }
+            ProgressState::Snapshot { pending } if index < pending.index => {
+                let moved = index > self.matched;
+                self.matched = self.matched.max(index);
+                self.next = self.next.max(index + 1);
+                return moved;
+            }
+            ProgressState::Snapshot { .. } => {
                 self.state = ProgressState::Replicate {
                     inflight: VecDeque::new(),
                 }

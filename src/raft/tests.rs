@@ -15,7 +15,15 @@ fn config() -> Config {
 
 fn node(id: NodeId, n: u64) -> RaftNode {
     let members: Vec<NodeId> = (1..=n).collect();
-    RaftNode::new(id, &members, config(), id, HardState::default(), Vec::new())
+    RaftNode::new(
+        id,
+        &members,
+        config(),
+        id,
+        HardState::default(),
+        SnapshotMeta::default(),
+        Vec::new(),
+    )
 }
 
 fn node_with_log(id: NodeId, n: u64, term: Term, terms: &[Term]) -> RaftNode {
@@ -25,7 +33,15 @@ fn node_with_log(id: NodeId, n: u64, term: Term, terms: &[Term]) -> RaftNode {
         term,
         voted_for: None,
     };
-    RaftNode::new(id, &members, config(), id, hs, entries)
+    RaftNode::new(
+        id,
+        &members,
+        config(),
+        id,
+        hs,
+        SnapshotMeta::default(),
+        entries,
+    )
 }
 
 fn put(v: &str) -> Command {
@@ -130,7 +146,15 @@ fn election_timeouts_are_randomized() {
     // §5.2: randomized timeouts make split votes rare.
     let mut timeouts = std::collections::BTreeSet::new();
     for seed in 0..20 {
-        let mut n = RaftNode::new(1, &[1, 2, 3], config(), seed, HardState::default(), vec![]);
+        let mut n = RaftNode::new(
+            1,
+            &[1, 2, 3],
+            config(),
+            seed,
+            HardState::default(),
+            SnapshotMeta::default(),
+            vec![],
+        );
         let mut ticks = 0;
         while n.role() == Role::Follower {
             n.tick();
@@ -443,7 +467,7 @@ fn follower_commit_is_the_minimum_of_leader_commit_and_last_new_entry() {
 
 #[test]
 fn a_leader_counts_itself_only_once_its_entries_are_durable() {
-    // DESIGN.md durability rule: the leader's own copy counts after `persisted`.
+    // docs/architecture.md durability rule: the leader's own copy counts after `persisted`.
     let mut l = leader(3);
     let idx = l.propose(put("a")).unwrap();
     let r = l.ready();
@@ -472,7 +496,15 @@ fn entries_of_an_older_term_are_never_committed_by_counting_replicas() {
         term: 2,
         voted_for: None,
     };
-    let mut l = RaftNode::new(1, &members, config(), 1, hs, vec![entry(1, 1), entry(2, 2)]);
+    let mut l = RaftNode::new(
+        1,
+        &members,
+        config(),
+        1,
+        hs,
+        SnapshotMeta::default(),
+        vec![entry(1, 1), entry(2, 2)],
+    );
     let r = time_out(&mut l);
     drop(r);
     l.step(msg(2, 1, 3, Body::PreVoteResponse { granted: true }));
@@ -527,7 +559,15 @@ fn a_rejection_hint_skips_a_whole_divergent_term_at_once() {
         .enumerate()
         .map(|(i, &t)| entry(i as Index + 1, t))
         .collect();
-    let mut l = RaftNode::new(1, &members, config(), 1, hs, entries);
+    let mut l = RaftNode::new(
+        1,
+        &members,
+        config(),
+        1,
+        hs,
+        SnapshotMeta::default(),
+        entries,
+    );
     time_out(&mut l);
     l.step(msg(2, 1, 7, Body::PreVoteResponse { granted: true }));
     l.step(msg(2, 1, 7, Body::VoteResponse { granted: true }));
@@ -558,7 +598,7 @@ fn a_rejection_hint_skips_a_whole_divergent_term_at_once() {
 
 #[test]
 fn proposals_in_one_batch_become_one_append_per_peer() {
-    // DESIGN.md batching: many proposals, one message per follower.
+    // docs/architecture.md, group commit: many proposals, one message per follower.
     let mut l = leader(3);
     l.step(msg(
         2,

@@ -41,6 +41,16 @@ impl Entry {
     }
 }
 
+/// What the core knows of a snapshot: the last log position it covers (§7). The
+/// snapshot's contents belong to the state machine and storage, never to the core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last entry the snapshot includes.
+    pub index: Index,
+    /// That entry's term.
+    pub term: Term,
+}
+
 /// The state that must be on stable storage before the node answers any RPC (Figure 2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
@@ -91,6 +101,13 @@ pub enum Body {
     AppendResponse {
         result: AppendResult,
         read_round: u64,
+    },
+    /// InstallSnapshot (§7): the follower needs entries the leader has compacted
+    /// away. The message names the snapshot; its data travels beside it (the
+    /// runtime streams it in chunks), and the follower's core sees the message only
+    /// once the data is complete and durable. Answered by an `AppendResponse`.
+    InstallSnapshot {
+        meta: SnapshotMeta,
     },
 }
 
@@ -162,6 +179,9 @@ impl fmt::Display for Message {
                     write!(f, " read={read_round}")?;
                 }
                 Ok(())
+            }
+            Body::InstallSnapshot { meta } => {
+                write!(f, "InstallSnapshot {}", Pos(meta.index, meta.term))
             }
             Body::AppendResponse { result, read_round } => {
                 match result {

@@ -11,14 +11,20 @@
 //! [`Input`]s to a replica and then persists, sends and replies in the order the
 //! durability rule demands. The server's state thread and the simulator both call it.
 
+mod snapshot;
 pub mod turn;
+
+pub use snapshot::Snapshot;
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
     kv::{Command, Store, WriteResult},
     protocol::ErrorCode,
-    raft::{Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, Role, Term},
+    raft::{
+        Body, Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, Role,
+        SnapshotMeta, Term,
+    },
 };
 
 /// One input of a turn: everything that can happen to a node.
@@ -28,6 +34,16 @@ pub enum Input<T> {
     Tick,
     /// A message from a peer.
     Peer(Message),
+    /// An InstallSnapshot message from the leader, with the snapshot it names, complete
+    /// and durable on this node's disk.
+    PeerSnapshot {
+        message: Message,
+        snapshot: Snapshot,
+    },
+    /// A snapshot this node took ([`ReplicaReady::take_snapshot`]) is now durable.
+    SnapshotSaved(SnapshotMeta),
+    /// Sending this leader's snapshot to that peer ended (done, or given up).
+    SnapshotSent(NodeId),
     /// A client request and where its answer goes.
     Request(ClientOp, T),
     /// The node is asked to stop (Ctrl-C, SIGTERM): fail what is pending, take nothing
@@ -83,6 +99,15 @@ pub const DEFAULT_TICK_MS: u64 = 30;
 /// up on the connection.
 pub const REQUEST_TIMEOUT_MS: u64 = 2000;
 
+/// Take a snapshot after this many entries were applied since the last one, unless
+/// `--snapshot-entries` says otherwise.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
+/// ... or after this many bytes of commands were applied since the last one.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
+/// At most this many applied entries are kept in the log behind a snapshot, so that
+/// a follower that lags a little catches up from the log rather than by a snapshot.
+const MAX_TRAILING_ENTRIES: u64 = 5_000;
+
 /// Replica knobs beyond the Raft core's. This and [`Config::default`] are the one place
 /// where the timing defaults of the server, the simulator and the tests live.
 #[derive(Clone, Debug)]
@@ -91,6 +116,18 @@ pub struct ReplicaConfig {
     /// A request still unanswered after this many ticks gets `timeout` (writes) or
     /// `unavailable` (reads).
     pub request_timeout_ticks: u32,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_entries: u64,
+    /// ... or once this many bytes of entries were (whichever comes first).
+    pub snapshot_bytes: u64,
+}
+
+impl ReplicaConfig {
+    /// Entries kept in the log behind a snapshot: a quarter of the snapshot interval,
+    /// at most [`MAX_TRAILING_ENTRIES`].
+    fn trailing_entries(&self) -> u64 {
+        (self.snapshot_entries / 4).min(MAX_TRAILING_ENTRIES)
+    }
 }
 
 impl ReplicaConfig {
@@ -105,6 +142,8 @@ impl ReplicaConfig {
                 .unwrap_or(u32::MAX)
                 .max(2 * raft.election_ticks),
             raft,
+            snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
         }
     }
 }
@@ -120,17 +159,28 @@ impl Default for ReplicaConfig {
 /// [`Replica::persisted`], send, then deliver replies.
 #[derive(Debug)]
 pub struct ReplicaReady<T> {
+    /// A snapshot from the leader replaced the log and the state machine: make it the
+    /// durable snapshot, with the log reset to start after it, before anything else.
+    pub installed: Option<Snapshot>,
     pub hard_state: Option<HardState>,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     /// Entries applied to the state machine in this round (for observers; already applied).
     pub applied: Vec<Entry>,
     pub replies: Vec<(T, Outcome)>,
+    /// A snapshot to save in the background; report [`Input::SnapshotSaved`] when it is
+    /// durable. At most one is being saved at a time.
+    pub take_snapshot: Option<Snapshot>,
+    /// The log's entries up to here may go from disk: a durable snapshot covers them.
+    pub compact_to: Option<Index>,
 }
 
 impl<T> ReplicaReady<T> {
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none()
+        self.installed.is_none()
+            && self.take_snapshot.is_none()
+            && self.compact_to.is_none()
+            && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
             && self.applied.is_empty()
@@ -154,6 +204,7 @@ struct PendingRead<T> {
 pub struct Replica<T> {
     node: RaftNode,
     store: Store,
+    config: ReplicaConfig,
     request_timeout: u64,
     now: u64,
     pending_writes: BTreeMap<Index, PendingWrite<T>>,
@@ -163,23 +214,50 @@ pub struct Replica<T> {
     replies: Vec<(T, Outcome)>,
     /// Set by [`Input::Shutdown`]: new requests are refused at once.
     shutting_down: bool,
+    /// Entries and bytes applied since the last snapshot was taken.
+    since_snapshot: (u64, u64),
+    /// A snapshot was handed out to be saved and is not durable yet.
+    saving_snapshot: bool,
+    /// The snapshot of the latest `PeerSnapshot` input, until the core installs it.
+    incoming: Option<Snapshot>,
+    /// The log was compacted up to here since the last `ready`.
+    compact_to: Option<Index>,
 }
 
 impl<T> Replica<T> {
-    /// A replica restored from `hard_state` and `entries` (empty for a new node). The
-    /// state machine starts empty and is rebuilt as entries commit.
+    /// A replica restored from what stable storage holds: `hard_state`, the newest
+    /// `snapshot` and the log `entries` (all empty for a new node; entries the
+    /// snapshot covers are skipped). The state machine starts from the snapshot and is
+    /// rebuilt from there as entries commit.
     pub fn new(
         id: NodeId,
         members: &[NodeId],
         config: ReplicaConfig,
         seed: u64,
         hard_state: HardState,
-        entries: Vec<Entry>,
+        snapshot: Option<Snapshot>,
+        mut entries: Vec<Entry>,
     ) -> Replica<T> {
+        let (meta, store) = snapshot.map_or_else(Default::default, |s| (s.meta, s.store));
+        entries.retain(|e| e.index > meta.index);
+        let node = RaftNode::new(
+            id,
+            members,
+            config.raft.clone(),
+            seed,
+            hard_state,
+            meta,
+            entries,
+        );
         Replica {
-            node: RaftNode::new(id, members, config.raft, seed, hard_state, entries),
-            store: Store::new(),
+            node,
+            store,
             request_timeout: u64::from(config.request_timeout_ticks),
+            config,
+            since_snapshot: (0, 0),
+            saving_snapshot: false,
+            incoming: None,
+            compact_to: None,
             now: 0,
             pending_writes: BTreeMap::new(),
             pending_reads: HashMap::new(),
@@ -214,7 +292,21 @@ impl<T> Replica<T> {
     pub fn feed(&mut self, input: Input<T>) {
         match input {
             Input::Tick => self.tick(),
+            // The data of a snapshot travels beside its message; without it there is
+            // nothing to install.
+            Input::Peer(Message {
+                body: Body::InstallSnapshot { .. },
+                ..
+            }) => {}
             Input::Peer(message) => self.step(message),
+            Input::PeerSnapshot { message, snapshot } => {
+                if matches!(message.body, Body::InstallSnapshot { meta } if meta == snapshot.meta) {
+                    self.incoming = Some(snapshot);
+                    self.step(message);
+                }
+            }
+            Input::SnapshotSaved(meta) => self.snapshot_saved(meta),
+            Input::SnapshotSent(peer) => self.node.snapshot_sent(peer),
             Input::Request(op, to) => self.request(to, op),
             Input::Shutdown => self.shutdown(),
         }
@@ -304,15 +396,48 @@ impl<T> Replica<T> {
         }
     }
 
+    /// A snapshot this replica took is durable: the core may send it, and the log
+    /// behind it (but a few trailing entries) may go.
+    fn snapshot_saved(&mut self, meta: SnapshotMeta) {
+        self.saving_snapshot = false;
+        self.node.snapshot_saved(meta);
+        let before = self.node.log().base().index;
+        self.node
+            .compact(meta.index.saturating_sub(self.config.trailing_entries()));
+        let after = self.node.log().base().index;
+        if after > before {
+            self.compact_to = Some(after);
+        }
+    }
+
+    /// The newest snapshot this replica has (index 0 if none).
+    pub fn snapshot(&self) -> SnapshotMeta {
+        self.node.snapshot()
+    }
+
     /// Drains the Raft core and applies what it committed.
     pub fn ready(&mut self) -> ReplicaReady<T> {
         let ready = self.node.ready();
+        let installed = ready.installed.map(|meta| {
+            // `feed` steps an InstallSnapshot only together with its data.
+            let snapshot = self
+                .incoming
+                .take()
+                .filter(|s| s.meta == meta)
+                .expect("an installed snapshot came with its data");
+            self.store = snapshot.store.clone();
+            self.since_snapshot = (0, 0);
+            snapshot
+        });
+        self.incoming = None;
         if let Some(from) = ready.aborted_from {
             for (_, write) in self.pending_writes.split_off(&from) {
                 self.replies.push((write.token, lost_leadership()));
             }
         }
         for entry in &ready.committed {
+            self.since_snapshot.0 += 1;
+            self.since_snapshot.1 += entry.approx_size() as u64;
             let result = match &entry.payload {
                 Payload::Command(command) => Some(self.store.apply(command)),
                 Payload::Noop => None,
@@ -350,12 +475,38 @@ impl<T> Replica<T> {
         let mut replies = std::mem::take(&mut self.replies);
         self.add_leader_hints(&mut replies);
         ReplicaReady {
+            installed,
             hard_state: ready.hard_state,
             entries: ready.entries,
             messages: ready.messages,
             applied: ready.committed,
             replies,
+            take_snapshot: self.maybe_take_snapshot(),
+            compact_to: self.compact_to.take(),
         }
+    }
+
+    /// A snapshot of everything applied, when enough was applied since the last one and
+    /// none is being saved. O(1): the store is persistent.
+    fn maybe_take_snapshot(&mut self) -> Option<Snapshot> {
+        let (entries, bytes) = self.since_snapshot;
+        let due = entries >= self.config.snapshot_entries || bytes >= self.config.snapshot_bytes;
+        if !due || self.saving_snapshot {
+            return None;
+        }
+        let index = self.node.applied_index();
+        let term = self
+            .node
+            .log()
+            .term(index)
+            .expect("the applied entry's term is known");
+        self.saving_snapshot = true;
+        self.since_snapshot = (0, 0);
+        Some(Snapshot {
+            meta: SnapshotMeta { index, term },
+            members: self.node.members(),
+            store: self.store.clone(),
+        })
     }
 
     /// A hint helps a refused or timed-out client retry elsewhere: every failure names

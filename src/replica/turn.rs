@@ -10,12 +10,14 @@
 //! 2. if the replica leads and has no new term or vote to save, sends its messages at
 //!    once: its AppendEntries travel while it writes its own copy, so the followers'
 //!    fsyncs overlap its own. It counts itself toward a commit only after step 4;
-//! 3. writes the hard state and the entries, and syncs **once** for all of them (group
-//!    commit);
+//! 3. installs a snapshot the leader sent (if the core accepted one), writes the hard
+//!    state and the entries, and syncs **once** for all of them (group commit); then
+//!    lets go of log entries a durable snapshot covers;
 //! 4. takes the replica again to say what is now durable ([`Replica::persisted`]); that
 //!    may commit more, so it drains again;
 //! 5. sends the remaining messages (a vote, an acknowledgement: they promise what step
-//!    3 made durable), then hands out the client replies;
+//!    3 made durable), then hands out the client replies, and starts saving a snapshot
+//!    in the background if one is due;
 //!
 //! and repeats from step 2 while the replica has more to say.
 //!
@@ -28,8 +30,8 @@
 
 use parking_lot::Mutex;
 
-use super::{Input, Outcome, Replica, ReplicaReady};
-use crate::raft::{Entry, HardState, Message, Role};
+use super::{Input, Outcome, Replica, ReplicaReady, Snapshot};
+use crate::raft::{Entry, HardState, Index, Message, Role};
 
 /// The node stopped in the middle of a turn: a crash injected by the simulator, or a
 /// storage failure after which nothing more may be acknowledged. Nothing after the
@@ -46,6 +48,14 @@ pub trait Durable {
     fn append(&mut self, entries: &[Entry]) -> Result<(), Halt>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), Halt>;
+    /// Makes `snapshot` (from the leader, complete on this node's disk) the current
+    /// snapshot, and the log empty after it; durable at the latest after the next sync.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Halt>;
+    /// Drops stored log entries up to `upto`, which a durable snapshot covers.
+    fn compact_log(&mut self, upto: Index) -> Result<(), Halt>;
+    /// Starts saving `snapshot` in the background; when it is durable, the runtime
+    /// feeds [`Input::SnapshotSaved`] in.
+    fn save_snapshot(&mut self, snapshot: Snapshot);
 }
 
 /// Where messages to peers go. Delivery is never promised: Raft retransmits.
@@ -136,6 +146,10 @@ where
     if early {
         send_all(&mut ready.messages, io)?;
     }
+    if let Some(snapshot) = &ready.installed {
+        // Before the entries: they (if any) continue the log after the snapshot.
+        io.install_snapshot(snapshot)?;
+    }
     if let Some(hard_state) = ready.hard_state {
         // Term and vote first: the log never holds a term the hard state lacks.
         io.save_hard_state(hard_state)?;
@@ -143,12 +157,18 @@ where
     if !ready.entries.is_empty() {
         io.append(&ready.entries)?;
     }
-    if ready.hard_state.is_some() || !ready.entries.is_empty() {
+    if ready.installed.is_some() || ready.hard_state.is_some() || !ready.entries.is_empty() {
         io.sync()?;
+    }
+    if let Some(upto) = ready.compact_to {
+        io.compact_log(upto)?;
     }
     send_all(&mut ready.messages, io)?;
     for (to, outcome) in ready.replies.drain(..) {
         io.reply(to, outcome);
+    }
+    if let Some(snapshot) = ready.take_snapshot.take() {
+        io.save_snapshot(snapshot);
     }
     Ok(ready.entries.pop())
 }

@@ -31,7 +31,7 @@
 //! **Group commit.** The state thread blocks for one input, then takes everything
 //! already queued as one batch. All the entries and the hard state the batch produced
 //! are written and fsynced once, and only then do the batch's messages and client
-//! replies leave (the durability rule of DESIGN.md: nothing that depends on state
+//! replies leave (the durability rule of docs/architecture.md: nothing that depends on state
 //! leaves before that state is durable). Under load, batches grow by themselves, so
 //! one fsync serves thousands of requests: throughput rises with concurrency instead
 //! of being capped at one fsync per write. The one exception is allowed by Raft: a
@@ -111,7 +111,7 @@ const DRAIN_REPLIES: Duration = Duration::from_secs(2);
 pub struct NodeOptions {
     /// This node's id; must be a member of the cluster.
     pub id: u64,
-    /// The cluster file (PROTOCOL.md §2); used only when the data directory is new.
+    /// The cluster file (docs/protocol.md §2); used only when the data directory is new.
     pub cluster: PathBuf,
     /// Where the log, term/vote and membership live; locked while the node runs.
     pub data_dir: PathBuf,

@@ -80,9 +80,21 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
         }
     );
 
-    let config = ReplicaConfig::for_tick(options.tick_ms);
+    let mut config = ReplicaConfig::for_tick(options.tick_ms);
+    // Snapshots need the storage and transfer of the next step; until then none is
+    // taken, so the log is never compacted and no follower needs one.
+    config.snapshot_entries = u64::MAX;
+    config.snapshot_bytes = u64::MAX;
     let members: Vec<u64> = membership.nodes.iter().map(|n| n.id).collect();
-    let replica = Replica::new(options.id, &members, config, seed(), hs, recovered.entries);
+    let replica = Replica::new(
+        options.id,
+        &members,
+        config,
+        seed(),
+        hs,
+        None,
+        recovered.entries,
+    );
     Ok(Boot {
         storage,
         replica,

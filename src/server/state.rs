@@ -22,10 +22,10 @@ use super::{
 };
 use crate::{
     error::Error,
-    raft::{Entry, HardState, Message, NodeId, Role, Term},
+    raft::{Entry, HardState, Index, Message, NodeId, Role, Term},
     replica::{
         turn::{self, Durable, Halt, Observer, Replies, Transport},
-        Outcome, Replica, ReplicaReady,
+        Outcome, Replica, ReplicaReady, Snapshot,
     },
     storage::Storage,
 };
@@ -189,6 +189,22 @@ impl Durable for NodeIo {
             .append(entries)
             .map_err(|e| fatal("appending to the log", &e))
     }
+
+    // Until snapshots are stored on disk and streamed to followers, startup turns them
+    // off (`snapshot_entries` = never): the log is never compacted and no snapshot is
+    // sent, so these are never called.
+    fn install_snapshot(&mut self, _: &Snapshot) -> Result<(), Halt> {
+        Err(fatal(
+            "installing a snapshot",
+            &Error::Config("this build cannot store snapshots".into()),
+        ))
+    }
+
+    fn compact_log(&mut self, _: Index) -> Result<(), Halt> {
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, _: Snapshot) {}
 
     /// The hard state is durable as soon as it is saved; only appended entries need
     /// the WAL's fsync.

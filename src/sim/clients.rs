@@ -1,11 +1,19 @@
 //! Simulated clients: each runs one operation at a time against the cluster, retries
 //! the way the real client does (follow the leader hint, reuse `seq` for a write), and
-//! records what it saw for the linearizability check.
+//! records what it saw for the linearizability check, as the checker's own
+//! [`Operation`]s.
+//!
+//! An operation enters the history when it ends: when it is answered (it completed), or
+//! when the client gives up on a write that may have been applied (outcome unknown). An
+//! operation given up on that certainly changed nothing — a read, or a write every
+//! attempt of which was refused — did not happen as far as the check is concerned; it is
+//! only counted.
 
 use rand::{rngs::StdRng, Rng};
 
-use super::STEPS_PER_TICK;
+use super::{node::Requester, STEPS_PER_TICK};
 use crate::{
+    check::{KvOp, Operation},
     kv::{Command, Session, WriteOp},
     protocol::ErrorCode,
     raft::NodeId,
@@ -15,58 +23,16 @@ use crate::{
 /// Attempts per operation before the client gives up on it.
 const MAX_ATTEMPTS: u32 = 12;
 
-/// Whom a reply is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Requester {
-    /// Attempt number `attempt` of simulated client `client`; attempt numbers are never
-    /// reused across operations, so a late reply cannot be mistaken for a newer one's.
-    Client { client: usize, attempt: u64 },
-    /// A request injected by a test through [`super::Sim::request`].
-    Script(u64),
-}
-
-/// What an operation did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    Get,
-    Put(String),
-    Append(String),
-    Delete,
-}
-
-/// How an operation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HistoryStatus {
-    /// Still running.
-    Pending,
-    /// Completed successfully at `complete`.
-    Ok,
-    /// Gave up on a write that may have been applied.
-    Unknown,
-    /// Every attempt was refused: it certainly did not happen.
-    Refused,
-}
-
-/// One operation in the history.
-#[derive(Clone, Debug)]
-pub struct HistoryOp {
-    pub client: usize,
-    pub key: String,
-    pub kind: OpKind,
-    /// Step of the first attempt.
-    pub invoke: u64,
-    /// Step of the successful reply.
-    pub complete: Option<u64>,
-    /// What a successful get returned.
-    pub read: Option<String>,
-    pub status: HistoryStatus,
-}
-
+/// A client's operation in progress.
 struct InFlight {
-    history: usize,
+    /// What the history will record: invoked at the step of the first attempt, not
+    /// completed yet.
+    operation: Operation,
+    /// The request, sent again as is on every attempt.
     op: ClientOp,
     /// The client-wide number of the latest attempt.
     attempt: u64,
+    /// Attempts made for this operation; it is given up after [`MAX_ATTEMPTS`].
     attempts: u32,
     /// Retry when no reply came by then.
     deadline: u64,
@@ -76,23 +42,38 @@ struct InFlight {
     maybe_applied: bool,
 }
 
+/// One simulated client.
 struct SimClient {
+    /// Its session name, `c<index>`.
     name: String,
+    /// The seq of its latest write.
     seq: u64,
+    /// The node it sends to next.
     target: NodeId,
+    /// Operations started so far; numbers the values it writes.
     started: u64,
     /// Attempts sent so far over all operations.
     attempts_sent: u64,
+    /// The operation in progress, if any.
     current: Option<InFlight>,
 }
 
 /// All simulated clients and their shared history.
 pub struct Clients {
+    /// The clients, by index.
     clients: Vec<SimClient>,
-    history: Vec<HistoryOp>,
+    /// The operations that may have taken effect, in the order they ended: completed
+    /// ones, and writes given up on whose outcome is unknown.
+    history: Vec<Operation>,
+    /// Operations given up on that certainly changed nothing (left out of `history`).
+    refused: usize,
+    /// How many keys the clients use: `k0`, `k1`, …
     keys: usize,
+    /// The cluster's nodes, to move on to the next one.
     ids: Vec<NodeId>,
+    /// Clients start new operations only while active.
     active: bool,
+    /// Steps an attempt waits for a reply before it is retried elsewhere.
     timeout_steps: u64,
 }
 
@@ -111,6 +92,7 @@ impl Clients {
         Clients {
             clients,
             history: Vec::new(),
+            refused: 0,
             keys,
             ids: ids.to_vec(),
             active: true,
@@ -118,8 +100,14 @@ impl Clients {
         }
     }
 
-    pub fn history(&self) -> &[HistoryOp] {
+    /// The operations that may have taken effect, ready for [`crate::check::check`].
+    pub fn history(&self) -> &[Operation] {
         &self.history
+    }
+
+    /// How many operations were given up on without having changed anything.
+    pub fn refused(&self) -> usize {
+        self.refused
     }
 
     pub fn set_active(&mut self, active: bool) {
@@ -172,13 +160,10 @@ impl Clients {
         let value = format!("{}.{};", c.name, c.started);
         let roll = rng.gen_range(0..100);
         let (kind, write) = match roll {
-            0..=34 => (OpKind::Get, None),
-            35..=54 => (OpKind::Put(value.clone()), Some(WriteOp::Put { value })),
-            55..=89 => (
-                OpKind::Append(value.clone()),
-                Some(WriteOp::Append { value }),
-            ),
-            _ => (OpKind::Delete, Some(WriteOp::Delete)),
+            0..=34 => (KvOp::Get, None),
+            35..=54 => (KvOp::Put(value.clone()), Some(WriteOp::Put { value })),
+            55..=89 => (KvOp::Append(value.clone()), Some(WriteOp::Append { value })),
+            _ => (KvOp::Delete, Some(WriteOp::Delete)),
         };
         let op = match write {
             None => ClientOp::Get {
@@ -198,17 +183,15 @@ impl Clients {
                 })
             }
         };
-        self.history.push(HistoryOp {
-            client: i,
-            key,
-            kind,
-            invoke: step,
-            complete: None,
-            read: None,
-            status: HistoryStatus::Pending,
-        });
         c.current = Some(InFlight {
-            history: self.history.len() - 1,
+            operation: Operation {
+                client: i as u64,
+                key,
+                op: kind,
+                invoke: step,
+                complete: None,
+                read: None,
+            },
             op,
             attempt: 0,
             attempts: 0,
@@ -238,13 +221,14 @@ impl Clients {
         Requester::Client { client: i, attempt }
     }
 
+    /// Ends client `i`'s operation without an answer.
     fn give_up(&mut self, i: usize) {
         let f = self.clients[i].current.take().expect("in flight");
-        self.history[f.history].status = if f.maybe_applied {
-            HistoryStatus::Unknown
+        if f.maybe_applied {
+            self.history.push(f.operation);
         } else {
-            HistoryStatus::Refused
-        };
+            self.refused += 1;
+        }
     }
 
     /// Handles a reply; an error means the reply itself breaks the contract.
@@ -264,17 +248,15 @@ impl Clients {
         let is_write = matches!(f.op, ClientOp::Write(_));
         match outcome {
             Outcome::Value(v) if !is_write => {
-                let h = &mut self.history[f.history];
-                h.read = v;
-                h.complete = Some(step);
-                h.status = HistoryStatus::Ok;
-                c.current = None;
+                let mut done = c.current.take().expect("in flight").operation;
+                done.read = v;
+                done.complete = Some(step);
+                self.history.push(done);
             }
             Outcome::Written if is_write => {
-                let h = &mut self.history[f.history];
-                h.complete = Some(step);
-                h.status = HistoryStatus::Ok;
-                c.current = None;
+                let mut done = c.current.take().expect("in flight").operation;
+                done.complete = Some(step);
+                self.history.push(done);
             }
             Outcome::Failed {
                 code: ErrorCode::NotLeader,

@@ -5,7 +5,10 @@ use std::{
     hash::{BuildHasherDefault, Hash, Hasher},
 };
 
-use crate::raft::{Entry, Index, Log, NodeId, Payload, Term};
+use crate::{
+    raft::{Entry, Index, Log, NodeId, Payload, Term},
+    replica::Snapshot,
+};
 
 /// What the simulator has seen so far, to check each new observation against.
 #[derive(Default)]
@@ -18,6 +21,33 @@ pub struct Invariants {
     entries: FastMap<(Index, Term), (Term, u64)>,
     /// The committed log as applied by the first node to apply each index.
     applied: Vec<(Term, u64)>,
+    /// The hash of the first snapshot seen at each index: every replica's snapshot at
+    /// that index must have the same bytes.
+    snapshots: FastMap<Index, (NodeId, u64)>,
+}
+
+/// What one node holds durably, for the durability check.
+pub struct DurableLog<'a> {
+    pub node: NodeId,
+    /// Index of its durable snapshot (0 if none): it holds every entry up to there.
+    pub snapshot: Index,
+    /// Its durable log entries, consecutive (the first may be after index 1).
+    pub entries: &'a [Entry],
+}
+
+impl DurableLog<'_> {
+    fn holds(&self, index: Index, term: Term, hash: u64) -> bool {
+        if index <= self.snapshot {
+            return true;
+        }
+        let Some(first) = self.entries.first() else {
+            return false;
+        };
+        index
+            .checked_sub(first.index)
+            .and_then(|i| self.entries.get(i as usize))
+            .is_some_and(|e| e.term == term && payload_hash(&e.payload) == hash)
+    }
 }
 
 /// FNV-1a: deterministic and much cheaper than SipHash, which dominated the
@@ -69,6 +99,9 @@ impl Invariants {
         self.leaders.insert(term, node);
         for (i, &(t, _)) in self.applied.iter().enumerate() {
             let index = i as Index + 1;
+            if index < log.base().index {
+                continue; // compacted into a snapshot; the snapshot check covers it
+            }
             if log.term(index) != Some(t) {
                 return Err(format!(
                     "leader completeness: n{node}, leader of term {term}, lacks committed entry \
@@ -80,20 +113,17 @@ impl Invariants {
         Ok(())
     }
 
-    /// Log Matching, for entries `node` just stored; `log` is its log after storing them.
+    /// Log Matching, for consecutive entries `node` just stored; `prev_term` is the
+    /// term of the entry before the first.
     pub fn on_persist(
         &mut self,
         node: NodeId,
         entries: &[Entry],
-        log: &[Entry],
+        mut prev_term: Term,
     ) -> Result<(), String> {
         for e in entries {
-            let prev_term = if e.index == 1 {
-                0
-            } else {
-                log[e.index as usize - 2].term
-            };
             let seen = (prev_term, payload_hash(&e.payload));
+            prev_term = e.term;
             match self.entries.get(&(e.index, e.term)) {
                 Some(&expected) if expected != seen => {
                     return Err(format!(
@@ -138,17 +168,40 @@ impl Invariants {
         Ok(())
     }
 
-    /// Durability: every committed entry is on the stable storage of a quorum, whatever
-    /// crashed.
-    pub fn check_durability(&self, durable_logs: &[(NodeId, &[Entry])]) -> Result<(), String> {
+    /// State Machine Safety for snapshots: two replicas' snapshots at one index are the
+    /// same bytes, and a snapshot covers only committed entries.
+    pub fn on_snapshot(&mut self, node: NodeId, snapshot: &Snapshot) -> Result<(), String> {
+        let index = snapshot.meta.index;
+        if index > self.applied.len() as Index {
+            return Err(format!(
+                "n{node} has a snapshot at {index}, past the {} entries known committed",
+                self.applied.len()
+            ));
+        }
+        let mut h = FastHasher::default();
+        h.write(&snapshot.encode());
+        let hash = h.finish();
+        match self.snapshots.get(&index) {
+            Some(&(other, expected)) if expected != hash => Err(format!(
+                "snapshots differ: n{node}'s and n{other}'s at index {index} are not the same bytes"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.snapshots.insert(index, (node, hash));
+                Ok(())
+            }
+        }
+    }
+
+    /// Durability: every committed entry is on the stable storage of a quorum (in its
+    /// log or covered by its snapshot), whatever crashed.
+    pub fn check_durability(&self, durable_logs: &[DurableLog]) -> Result<(), String> {
         let quorum = durable_logs.len() / 2 + 1;
         for (i, &(term, hash)) in self.applied.iter().enumerate() {
+            let index = i as Index + 1;
             let holders = durable_logs
                 .iter()
-                .filter(|(_, log)| {
-                    log.get(i)
-                        .is_some_and(|e| e.term == term && payload_hash(&e.payload) == hash)
-                })
+                .filter(|d| d.holds(index, term, hash))
                 .count();
             if holders < quorum {
                 return Err(format!(
@@ -192,7 +245,7 @@ mod tests {
         inv.on_apply(1, &noop(1, 1)).unwrap();
         let err = inv.on_leader(2, 2, &Log::default()).unwrap_err();
         assert!(err.contains("leader completeness"), "{err}");
-        inv.on_leader(3, 3, &Log::restore(vec![noop(1, 1)]))
+        inv.on_leader(3, 3, &Log::restore(Default::default(), vec![noop(1, 1)]))
             .unwrap();
     }
 
@@ -200,9 +253,9 @@ mod tests {
     fn diverging_copies_of_one_entry_are_caught() {
         let mut inv = Invariants::default();
         let a = vec![noop(1, 1), noop(2, 2)];
-        inv.on_persist(1, &a, &a).unwrap();
-        let b = vec![noop(1, 2), noop(2, 2)];
-        let err = inv.on_persist(2, &b[1..], &b).unwrap_err();
+        inv.on_persist(1, &a, 0).unwrap();
+        let b = [noop(1, 2), noop(2, 2)];
+        let err = inv.on_persist(2, &b[1..], b[0].term).unwrap_err();
         assert!(err.contains("log matching"), "{err}");
     }
 
@@ -223,12 +276,50 @@ mod tests {
         inv.on_apply(1, &noop(1, 1)).unwrap();
         let full = [noop(1, 1)];
         let empty: Vec<Entry> = vec![];
-        let ok = [(1, &full[..]), (2, &full[..]), (3, &empty[..])];
+        let holds = |node, snapshot, entries| DurableLog {
+            node,
+            snapshot,
+            entries,
+        };
+        let ok = [
+            holds(1, 0, &full[..]),
+            holds(2, 0, &full[..]),
+            holds(3, 0, &empty[..]),
+        ];
         inv.check_durability(&ok).unwrap();
-        let bad = [(1, &full[..]), (2, &empty[..]), (3, &empty[..])];
+        let bad = [
+            holds(1, 0, &full[..]),
+            holds(2, 0, &empty[..]),
+            holds(3, 0, &empty[..]),
+        ];
         assert!(inv
             .check_durability(&bad)
             .unwrap_err()
             .contains("durability"));
+        let by_snapshot = [
+            holds(1, 1, &empty[..]),
+            holds(2, 0, &full[..]),
+            holds(3, 0, &empty[..]),
+        ];
+        inv.check_durability(&by_snapshot).unwrap();
+    }
+
+    #[test]
+    fn snapshots_that_differ_at_one_index_are_caught() {
+        use crate::{kv::Store, raft::SnapshotMeta, replica::Snapshot};
+        let mut inv = Invariants::default();
+        inv.on_apply(1, &noop(1, 1)).unwrap();
+        let snapshot = |members| Snapshot {
+            meta: SnapshotMeta { index: 1, term: 1 },
+            members,
+            store: Store::new(),
+        };
+        inv.on_snapshot(1, &snapshot(vec![1, 2, 3])).unwrap();
+        inv.on_snapshot(2, &snapshot(vec![1, 2, 3])).unwrap();
+        let err = inv.on_snapshot(3, &snapshot(vec![1, 2])).unwrap_err();
+        assert!(err.contains("snapshots differ"), "{err}");
+        let mut ahead = snapshot(vec![1]);
+        ahead.meta.index = 2;
+        assert!(inv.on_snapshot(1, &ahead).unwrap_err().contains("past"));
     }
 }

@@ -33,15 +33,14 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
-use clients::{Clients, Requester};
-pub use clients::{HistoryOp, HistoryStatus, OpKind};
+use clients::Clients;
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
-use node::{CrashPoint, SimNode, TurnOutput};
+use node::{CrashPoint, Requester, SimNode, TurnOutput};
 
 use crate::{
-    raft::{Body, Entry, Message, NodeId, Role, Term},
-    replica::{ClientOp, Input, Outcome, Replica, ReplicaConfig},
+    raft::{Body, Entry, Message, NodeId, Pos, Role, Term},
+    replica::{ClientOp, Input, Outcome, Replica, ReplicaConfig, Snapshot},
 };
 
 /// Simulator steps per Raft tick.
@@ -95,8 +94,9 @@ impl SimConfig {
             clients: 0,
             keys: 3,
             client_rate: 0.3,
-            // The real client's 3 s wait at the default tick.
-            client_timeout_ticks: 100,
+            // Shorter than the real client's 3 s (100 ticks): the simulated network
+            // loses requests and replies, which TCP does not, so clients retry sooner.
+            client_timeout_ticks: 40,
             trace: 0,
         }
     }
@@ -145,6 +145,17 @@ enum Event {
     Reply {
         token: Requester,
         outcome: Outcome,
+    },
+    /// A node's background snapshot save completes (if that incarnation still runs).
+    SnapshotSaved {
+        node: NodeId,
+        incarnation: u64,
+        snapshot: Snapshot,
+    },
+    /// A leader's runtime reports the end of a snapshot transfer to `peer`.
+    SnapshotSent {
+        leader: NodeId,
+        peer: NodeId,
     },
 }
 
@@ -257,13 +268,14 @@ impl Sim {
     }
     /// Entries `id` has made durable.
     pub fn durable_log(&self, id: NodeId) -> &[Entry] {
-        &self.nodes[&id].disk.log
+        self.nodes[&id].disk.log()
     }
     /// Entries known committed (applied by at least one node).
     pub fn committed(&self) -> u64 {
         self.invariants.committed()
     }
-    pub fn history(&self) -> &[HistoryOp] {
+    /// The clients' operations that may have taken effect, for [`crate::check::check`].
+    pub fn history(&self) -> &[crate::check::Operation] {
         self.clients.history()
     }
     /// The first safety violation, if any.
@@ -564,14 +576,56 @@ impl Sim {
             Event::Deliver(m) => {
                 let (from, to) = (m.from, m.to);
                 if self.links.is_cut(from, to) || !self.is_up(to) {
+                    self.snapshot_transfer_ended(&m);
                     return None;
                 }
                 self.digest_event(&(1u8, from, to, m.term, self.step));
                 if self.cfg.trace > 0 {
                     self.note(format!("{m}"));
                 }
-                Some((to, Input::Peer(m)))
+                let Body::InstallSnapshot { meta } = m.body else {
+                    return Some((to, Input::Peer(m)));
+                };
+                // The snapshot's data comes from the sender's disk, as a replicator
+                // streams it; a sender that crashed, or has a newer snapshot by now,
+                // sends nothing.
+                self.snapshot_transfer_ended(&m);
+                let sender = &self.nodes[&from];
+                let snapshot = sender
+                    .disk
+                    .snapshot
+                    .clone()
+                    .filter(|s| sender.is_up() && s.meta == meta)?;
+                Some((
+                    to,
+                    Input::PeerSnapshot {
+                        message: m,
+                        snapshot,
+                    },
+                ))
             }
+            Event::SnapshotSaved {
+                node,
+                incarnation,
+                snapshot,
+            } => {
+                let n = self.nodes.get_mut(&node).expect("known node");
+                if !n.is_up() || n.restarts != incarnation {
+                    return None; // the process that was writing it is gone
+                }
+                let meta = snapshot.meta;
+                if let Err(e) = n.saved(snapshot, &mut self.invariants) {
+                    self.fail(e);
+                }
+                self.note(format!(
+                    "n{node} saved snapshot {}",
+                    Pos(meta.index, meta.term)
+                ));
+                Some((node, Input::SnapshotSaved(meta)))
+            }
+            Event::SnapshotSent { leader, peer } => self
+                .is_up(leader)
+                .then_some((leader, Input::SnapshotSent(peer))),
             Event::Request { node, token, op } => {
                 // A request to a node that is down is lost; the client will time out.
                 self.is_up(node)
@@ -608,13 +662,27 @@ impl Sim {
         let crash_at = (self.faults_enabled && f > 0.0 && self.rng.gen_bool(f))
             .then(|| CrashPoint::random(&mut self.rng));
         let node = self.nodes.get_mut(&id).expect("known node");
+        let incarnation = node.restarts;
         let TurnOutput {
             messages,
             replies,
             crashed,
             elected,
+            save,
             violation,
         } = node.turn(batch, crash_at, &mut self.invariants);
+        if let Some(snapshot) = save {
+            // Writing a snapshot takes a while on a background thread.
+            let d = self.rng.gen_range(1..=3) * STEPS_PER_TICK;
+            self.schedule(
+                d,
+                Event::SnapshotSaved {
+                    node: id,
+                    incarnation,
+                    snapshot,
+                },
+            );
+        }
         if let Some(term) = elected {
             self.stats.elections_won += 1;
             self.note(format!("n{id}@{term} becomes leader"));
@@ -645,11 +713,25 @@ impl Sim {
             Body::Append { entries, .. } if entries.is_empty() => "Heartbeat",
             Body::Append { .. } => "Append",
             Body::AppendResponse { .. } => "AppendResponse",
+            Body::InstallSnapshot { .. } => "InstallSnapshot",
         };
         *self.stats.sent.entry(kind).or_default() += 1;
         let delays = self.cfg.network.delays(&mut self.rng);
+        if delays.is_empty() {
+            self.snapshot_transfer_ended(&m);
+        }
         for d in delays {
             self.schedule(d, Event::Deliver(m.clone()));
+        }
+    }
+
+    /// A snapshot transfer is over (delivered, or lost on the way): the sender's
+    /// runtime tells its replica, as a real replicator does.
+    fn snapshot_transfer_ended(&mut self, m: &Message) {
+        if matches!(m.body, Body::InstallSnapshot { .. }) {
+            let d = self.cfg.network.min_delay.max(1);
+            let (leader, peer) = (m.from, m.to);
+            self.schedule(d, Event::SnapshotSent { leader, peer });
         }
     }
 
@@ -673,10 +755,10 @@ impl Sim {
     // ----- checking and tracing ------------------------------------------------------
 
     fn check_durability(&self) -> Result<(), String> {
-        let logs: Vec<(NodeId, &[Entry])> = self
+        let logs: Vec<_> = self
             .nodes
             .iter()
-            .map(|(&id, n)| (id, n.disk.log.as_slice()))
+            .map(|(&id, n)| n.disk.durable(id))
             .collect();
         self.invariants.check_durability(&logs)
     }

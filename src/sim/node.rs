@@ -14,14 +14,25 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rand::{rngs::StdRng, Rng};
 
-use super::{invariants::Invariants, Requester};
+use super::invariants::{DurableLog, Invariants};
 use crate::{
-    raft::{Entry, HardState, Message, NodeId, Role, Term},
+    raft::{Entry, HardState, Index, Message, NodeId, Role, SnapshotMeta, Term},
     replica::{
         turn::{self, Durable, Halt, Observer, Replies, Transport},
-        Input, Outcome, Replica, ReplicaConfig, ReplicaReady,
+        Input, Outcome, Replica, ReplicaConfig, ReplicaReady, Snapshot,
     },
 };
+
+/// Whom a reply is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Requester {
+    /// Attempt number `attempt` of simulated client `client`; attempt numbers are never
+    /// reused across operations, so a late reply cannot be mistaken for a newer one's.
+    Client { client: usize, attempt: u64 },
+    /// A request injected by a test through [`super::Sim::request`]
+    /// or a golden script.
+    Script(u64),
+}
 
 /// Where a planned crash lands in a turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,19 +62,55 @@ impl CrashPoint {
 enum Write {
     HardState(HardState),
     Entries(Vec<Entry>),
+    /// A snapshot from the leader replaces the log (atomically: all or nothing).
+    Install(Snapshot),
 }
 
 /// What a node has on stable storage.
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     pub hard_state: HardState,
-    pub log: Vec<Entry>,
+    /// The newest durable snapshot.
+    pub snapshot: Option<Snapshot>,
+    /// The position before `log[0]`: what was compacted away (or installed).
+    base: SnapshotMeta,
+    /// Log entries after `base`, consecutive.
+    log: Vec<Entry>,
     /// Written since the last sync, oldest first.
     unsynced: Vec<Write>,
 }
 
 impl Disk {
-    /// Makes `write` part of the stable state; checks Log Matching for new entries.
+    /// The log entries on disk (those after the last compaction).
+    pub fn log(&self) -> &[Entry] {
+        &self.log
+    }
+
+    /// Index of the last entry on disk, or of the snapshot if the log is empty.
+    pub fn last_index(&self) -> Index {
+        self.base.index + self.log.len() as Index
+    }
+
+    /// Term at `index`, for the base and the entries held.
+    pub fn term(&self, index: Index) -> Option<Term> {
+        if index == self.base.index {
+            return Some(self.base.term);
+        }
+        let i = index.checked_sub(self.base.index + 1)?;
+        self.log.get(i as usize).map(|e| e.term)
+    }
+
+    /// What the durability invariant looks at.
+    pub fn durable(&self, node: NodeId) -> DurableLog<'_> {
+        DurableLog {
+            node,
+            snapshot: self.snapshot.as_ref().map_or(0, |s| s.meta.index),
+            entries: &self.log,
+        }
+    }
+
+    /// Makes `write` part of the stable state; checks Log Matching for new entries and
+    /// that snapshots at one index agree.
     fn land(&mut self, node: NodeId, write: Write, inv: &mut Invariants) -> Result<(), String> {
         match write {
             Write::HardState(hs) => self.hard_state = hs,
@@ -71,11 +118,62 @@ impl Disk {
                 let Some(first) = entries.first() else {
                     return Ok(());
                 };
-                self.log.truncate(first.index as usize - 1);
+                let prev_term = self.term(first.index - 1).ok_or_else(|| {
+                    format!(
+                        "n{node} stored entry {} after a gap (disk log ends at {})",
+                        first.index,
+                        self.last_index()
+                    )
+                })?;
+                self.log
+                    .truncate((first.index - self.base.index - 1) as usize);
                 self.log.extend(entries.iter().cloned());
-                inv.on_persist(node, &entries, &self.log)?;
+                inv.on_persist(node, &entries, prev_term)?;
+            }
+            Write::Install(snapshot) => {
+                inv.on_snapshot(node, &snapshot)?;
+                self.base = snapshot.meta;
+                self.log.clear();
+                self.snapshot = Some(snapshot);
             }
         }
+        Ok(())
+    }
+
+    /// A snapshot saved in the background became durable.
+    fn save(
+        &mut self,
+        node: NodeId,
+        snapshot: Snapshot,
+        inv: &mut Invariants,
+    ) -> Result<(), String> {
+        inv.on_snapshot(node, &snapshot)?;
+        if self
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.meta.index < snapshot.meta.index)
+        {
+            self.snapshot = Some(snapshot);
+        }
+        Ok(())
+    }
+
+    /// Drops the entries up to `upto`, which the durable snapshot must cover.
+    fn compact(&mut self, node: NodeId, upto: Index) -> Result<(), String> {
+        let covered = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if upto > covered {
+            return Err(format!(
+                "n{node} compacted its log to {upto}, past its durable snapshot at {covered}"
+            ));
+        }
+        if upto <= self.base.index {
+            return Ok(());
+        }
+        let term = self
+            .term(upto)
+            .ok_or_else(|| format!("n{node} compacted to {upto}, past its log's end"))?;
+        self.log.drain(..(upto - self.base.index) as usize);
+        self.base = SnapshotMeta { index: upto, term };
         Ok(())
     }
 }
@@ -86,8 +184,9 @@ pub struct SimNode {
     /// The running replica; `None` while crashed.
     pub replica: Option<Replica<Requester>>,
     pub disk: Disk,
-    /// Starts so far; mixed into the seed of each incarnation's election timer.
-    restarts: u64,
+    /// Starts so far; mixed into the seed of each incarnation's election timer, and
+    /// names the incarnation a background snapshot save belongs to.
+    pub restarts: u64,
     /// The term in which it was last seen leading, to check each new leadership once.
     led_term: Option<Term>,
 }
@@ -102,6 +201,8 @@ pub struct TurnOutput {
     pub crashed: Option<CrashPoint>,
     /// Terms this node won during the turn.
     pub elected: Option<Term>,
+    /// A snapshot to save in the background (the caller decides when it is durable).
+    pub save: Option<Snapshot>,
     /// A safety invariant broke.
     pub violation: Option<String>,
 }
@@ -132,6 +233,7 @@ impl SimNode {
             config.clone(),
             h.finish(),
             self.disk.hard_state,
+            self.disk.snapshot.clone(),
             self.disk.log.clone(),
         ));
         self.led_term = None;
@@ -155,6 +257,12 @@ impl SimNode {
             self.disk.land(self.id, write, inv)?;
         }
         Ok(Some((kept, written)))
+    }
+
+    /// A background save of `snapshot` completed: it is durable now. The replica hears
+    /// of it through [`Input::SnapshotSaved`] in its next turn.
+    pub fn saved(&mut self, snapshot: Snapshot, inv: &mut Invariants) -> Result<(), String> {
+        self.disk.save(self.id, snapshot, inv)
     }
 
     /// Runs one turn of the server's turn code on `batch`. With `crash_at`, the node
@@ -210,6 +318,22 @@ impl Durable for TurnIo<'_> {
     fn append(&mut self, entries: &[Entry]) -> Result<(), Halt> {
         self.disk.unsynced.push(Write::Entries(entries.to_vec()));
         Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Halt> {
+        self.disk.unsynced.push(Write::Install(snapshot.clone()));
+        Ok(())
+    }
+
+    fn compact_log(&mut self, upto: Index) -> Result<(), Halt> {
+        if let Err(e) = self.disk.compact(self.id, upto) {
+            self.fail(e);
+        }
+        Ok(())
+    }
+
+    fn save_snapshot(&mut self, snapshot: Snapshot) {
+        self.out.save = Some(snapshot);
     }
 
     fn sync(&mut self) -> Result<(), Halt> {

@@ -54,10 +54,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    invariants::Invariants,
+    invariants::{DurableLog, Invariants},
     network::Links,
-    node::{CrashPoint, SimNode},
-    Requester,
+    node::{CrashPoint, Requester, SimNode},
 };
 use crate::{
     kv::{Command, WriteOp},
@@ -583,10 +582,10 @@ impl Cluster {
             .map_err(|e| format!("VIOLATION: {e}"))
     }
 
-    fn disks(&self) -> Vec<(NodeId, &[Entry])> {
+    fn disks(&self) -> Vec<DurableLog<'_>> {
         self.nodes
             .iter()
-            .map(|(&id, n)| (id, n.disk.log.as_slice()))
+            .map(|(&id, n)| n.disk.durable(id))
             .collect()
     }
 
@@ -606,7 +605,7 @@ impl Cluster {
         let armed = self.armed.remove(&id);
         let node = self.nodes.get_mut(&id).expect("known node");
         let disk_before = self.show_disk.then(|| {
-            let log = node.disk.log.iter().map(|e| Pos(e.index, e.term)).collect();
+            let log = node.disk.log().iter().map(|e| (e.index, e.term)).collect();
             (node.disk.hard_state, log)
         });
         let output = node.turn(batch, armed.map(|a| a.0), &mut self.invariants);
@@ -701,7 +700,7 @@ impl Cluster {
                 }
                 None => {
                     let d = &node.disk;
-                    let last = d.log.last().map_or(Pos(0, 0), |e| Pos(e.index, e.term));
+                    let last = d.log().last().map_or(Pos(0, 0), |e| Pos(e.index, e.term));
                     format!(
                         "n{id} down (on disk: term={} vote={} last={last})",
                         d.hard_state.term,
@@ -734,7 +733,7 @@ impl Cluster {
                         n.commit_index(),
                     )
                 }
-                None => (node.disk.log.clone(), 0),
+                None => (node.disk.log().to_vec(), 0),
             };
             let describe = |es: &[Entry]| -> String {
                 es.iter()
@@ -882,9 +881,12 @@ fn collapse_repeats(lines: &mut Vec<String>) {
     }
 }
 
-/// What a turn made durable: the new term and vote, and the entries written from the
-/// first one that differs, comparing the disk before and after.
-fn describe_synced(before: &(crate::raft::HardState, Vec<Pos>), after: &SimNode) -> Option<String> {
+/// What a turn made durable: the new term and vote, and the entries on disk that were
+/// not there (at that index, with that term) before the turn.
+fn describe_synced(
+    before: &(crate::raft::HardState, BTreeMap<u64, Term>),
+    after: &SimNode,
+) -> Option<String> {
     let (hs, log) = before;
     let mut parts = Vec::new();
     let now = after.disk.hard_state;
@@ -892,24 +894,17 @@ fn describe_synced(before: &(crate::raft::HardState, Vec<Pos>), after: &SimNode)
         let vote = now.voted_for.map_or("-".into(), |v| format!("n{v}"));
         parts.push(format!("term={} vote={vote}", now.term));
     }
-    let new: Vec<Pos> = after
+    let written: Vec<Pos> = after
         .disk
-        .log
+        .log()
         .iter()
+        .filter(|e| log.get(&e.index) != Some(&e.term))
         .map(|e| Pos(e.index, e.term))
         .collect();
-    let first = new
-        .iter()
-        .zip(log.iter())
-        .take_while(|(a, b)| a == b)
-        .count();
-    if new.len() > first {
-        parts.push(match new.len() - first {
-            1 => format!("{}", new[first]),
-            _ => format!("{}..{}", new[first], new[new.len() - 1]),
-        });
-    } else if new.len() < log.len() {
-        parts.push(format!("log cut after {}", new.len()));
+    match written[..] {
+        [] => {}
+        [one] => parts.push(format!("{one}")),
+        [first, .., last] => parts.push(format!("{first}..{last}")),
     }
     (!parts.is_empty()).then(|| format!("n{} synced {}", after.id, parts.join(", ")))
 }

@@ -39,7 +39,7 @@
 //!
 //! `sync` is then one fdatasync of the last segment (plus an fsync of `wal/` when a
 //! segment was created since the last one). When it returns, every appended entry is
-//! on disk, and the durability rule of DESIGN.md can release the batch's messages.
+//! on disk, and the durability rule of docs/architecture.md can release the batch's messages.
 //!
 //! The hard state and the membership are small files replaced atomically: write
 //! `<name>.tmp`, fsync, rename over `<name>`, fsync the directory. A crash leaves the

@@ -26,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use raftkv::check::{KvOp, Operation};
 use serde_json::{json, Value};
 
 /// Milliseconds per Raft tick used by the tests (the node default).
@@ -475,27 +476,6 @@ pub fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// One client operation as the client saw it, for the linearizability checker.
-#[derive(Clone, Debug)]
-pub struct Record {
-    pub client: u64,
-    pub key: String,
-    pub op: RecOp,
-    pub invoke: u64,
-    /// `None`: outcome unknown (gave up after timeouts or connection errors).
-    pub complete: Option<u64>,
-    /// For a completed get: the value read.
-    pub read: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecOp {
-    Get,
-    Put(String),
-    Append(String),
-    Delete,
-}
-
 /// The outcome of a retried request.
 #[derive(Debug)]
 pub enum Answer {
@@ -508,8 +488,8 @@ pub enum Answer {
 }
 
 /// A client that retries until it gets a definitive answer, following leader hints,
-/// with its own `client` name and increasing `seq` for writes. Every request is
-/// recorded in `history`.
+/// with its own `client` name and increasing `seq` for writes. Every request that may
+/// have taken effect is recorded in `history`, in the checker's terms.
 pub struct RetryClient {
     pub id: u64,
     pub name: String,
@@ -520,7 +500,9 @@ pub struct RetryClient {
     conn: Option<(String, Conn)>,
     /// Per attempt: how long to wait for an answer before trying elsewhere.
     pub attempt_timeout: Duration,
-    pub history: Vec<Record>,
+    /// Its operations, as the linearizability checker takes them: invoke and complete
+    /// times in [`now_ns`]; a refused request is left out (it did not happen).
+    pub history: Vec<Operation>,
     /// Raised by the test to make the client stop retrying (the op becomes unknown).
     pub stop: Arc<AtomicBool>,
 }
@@ -547,20 +529,20 @@ impl RetryClient {
 
     /// A write with a fresh seq, retried with the same seq until ok, refused, the
     /// deadline passes or `stop` is raised.
-    pub fn write(&mut self, key: &str, op: RecOp, deadline: Instant) -> Answer {
+    pub fn write(&mut self, key: &str, op: KvOp, deadline: Instant) -> Answer {
         self.seq += 1;
         let mut req = json!({"key": key, "client": self.name, "seq": self.seq});
         match &op {
-            RecOp::Put(v) => {
+            KvOp::Put(v) => {
                 req["op"] = json!("put");
                 req["value"] = json!(v);
             }
-            RecOp::Append(v) => {
+            KvOp::Append(v) => {
                 req["op"] = json!("append");
                 req["value"] = json!(v);
             }
-            RecOp::Delete => req["op"] = json!("delete"),
-            RecOp::Get => unreachable!("use get"),
+            KvOp::Delete => req["op"] = json!("delete"),
+            KvOp::Get => unreachable!("use get"),
         }
         self.recorded(key, op, &req, deadline)
     }
@@ -568,20 +550,20 @@ impl RetryClient {
     /// A linearizable get, retried until answered.
     pub fn get(&mut self, key: &str, deadline: Instant) -> Answer {
         let req = json!({"op": "get", "key": key});
-        self.recorded(key, RecOp::Get, &req, deadline)
+        self.recorded(key, KvOp::Get, &req, deadline)
     }
 
-    fn recorded(&mut self, key: &str, op: RecOp, req: &Value, deadline: Instant) -> Answer {
+    fn recorded(&mut self, key: &str, op: KvOp, req: &Value, deadline: Instant) -> Answer {
         let invoke = now_ns();
         let answer = self.call(req, deadline);
         let complete = matches!(answer, Answer::Ok(_)).then(now_ns);
         let read = match (&op, &answer) {
-            (RecOp::Get, Answer::Ok(v)) => v["value"].as_str().map(str::to_string),
+            (KvOp::Get, Answer::Ok(v)) => v["value"].as_str().map(str::to_string),
             _ => None,
         };
         // A refused request (bad_request) did not happen: leave it out.
         if !matches!(answer, Answer::Refused(_)) {
-            self.history.push(Record {
+            self.history.push(Operation {
                 client: self.id,
                 key: key.to_string(),
                 op,
@@ -665,7 +647,7 @@ pub fn spawn_appenders(
     key: &str,
     stop: &Arc<AtomicBool>,
     acked: &Arc<Mutex<Vec<String>>>,
-) -> Vec<thread::JoinHandle<Vec<Record>>> {
+) -> Vec<thread::JoinHandle<Vec<Operation>>> {
     (1..=clients)
         .map(|id| {
             let addrs = addrs.to_vec();
@@ -684,7 +666,7 @@ pub fn spawn_appenders(
                         continue;
                     }
                     let token = format!("c{id}.{n};");
-                    if let Answer::Ok(_) = c.write(&key, RecOp::Append(token.clone()), deadline) {
+                    if let Answer::Ok(_) = c.write(&key, KvOp::Append(token.clone()), deadline) {
                         acked.lock().unwrap().push(token);
                     }
                 }
@@ -715,25 +697,8 @@ pub fn check_tokens(value: &str, acked: &[String]) {
 
 /// Feeds a recorded history to the linearizability checker (`raftkv::check`);
 /// panics with its explanation if the history has no linearization.
-pub fn assert_linearizable(history: &[Record]) {
-    use raftkv::check::{check, KvOp, Operation};
-    let ops: Vec<Operation> = history
-        .iter()
-        .map(|r| Operation {
-            client: r.client,
-            key: r.key.clone(),
-            op: match &r.op {
-                RecOp::Get => KvOp::Get,
-                RecOp::Put(v) => KvOp::Put(v.clone()),
-                RecOp::Append(v) => KvOp::Append(v.clone()),
-                RecOp::Delete => KvOp::Delete,
-            },
-            invoke: r.invoke,
-            complete: r.complete,
-            read: r.read.clone(),
-        })
-        .collect();
-    if let Err(v) = check(&ops) {
+pub fn assert_linearizable(history: &[Operation]) {
+    if let Err(v) = raftkv::check::check(history) {
         panic!("{v}");
     }
 }
