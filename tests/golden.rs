@@ -6,6 +6,8 @@ use std::{fs, path::Path};
 
 /// Set by `make golden`: write the new output instead of comparing.
 const REWRITE: &str = "RAFTKV_GOLDEN";
+/// Runs only the scripts whose file name contains this text (while writing one).
+const ONLY: &str = "RAFTKV_GOLDEN_ONLY";
 
 #[test]
 fn golden_scripts() {
@@ -14,6 +16,12 @@ fn golden_scripts() {
         .expect("tests/scripts exists")
         .map(|e| e.expect("readable directory").path())
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .filter(|p| {
+            std::env::var(ONLY).map_or(true, |only| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(&only))
+            })
+        })
         .collect();
     paths.sort();
     assert!(!paths.is_empty(), "no scripts in {}", dir.display());

@@ -2,11 +2,23 @@
 //!
 //! A script is a list of commands, one per line, with `#` comments and blank lines
 //! between them. Running it prints, under each command and indented by two spaces,
-//! what happened: every message sent (`n1@2 → n3 Append base=4@1 [5@2] commit=4`),
-//! dropped messages, role and commit changes, client replies, crashes, and the status
-//! lines asked for. [`run`] returns the script with that output in place, so the test
+//! what happened. [`run`] returns the script with that output in place, so the test
 //! compares the text it got with the text in the file, and `make golden` writes it
 //! back for review as a diff.
+//!
+//! Reading the output:
+//! - `n1@2 → n3 Append base=4@1 [5@2] commit=4`: a message sent, with the sender's term
+//!   (for a PreVote, the term it would campaign in); `✗ dropped`, `✗ link cut`,
+//!   `✗ n3 is down` when it is lost instead of delivered.
+//! - `n2@2 follower → candidate`, `n3@2 follower, term was 1`, `n1@2 commit=5`: a role,
+//!   term or commit change of the node whose turn it was.
+//! - `n1 → client: put x=1 → ok`: a reply (`not_leader (leader n2)`, `timeout`, ...).
+//! - `n2 synced 2@1..4@1` (with `cluster ... disk`): what the turn made durable. A
+//!   leader's line follows its messages, since its appends leave before its own sync;
+//!   anyone else's precedes them.
+//! - In the output of `tick` (several ticks), `deliver` and `drop`, a line that repeats
+//!   is printed once, where it first appeared, with `×N` after it (a leader heartbeating
+//!   into a cut link for twenty ticks is one line per follower).
 //!
 //! The cluster is a set of [`SimNode`]s, each running the server's own turn code, on a
 //! network that delivers only when told to: nothing happens between commands, so
@@ -14,12 +26,15 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [seed=S]` | a new cluster (first line); `leader` elects that node quietly |
+//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
 //! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
-//! | `tick [ID...] [n=K]` | K ticks (default 1) on the given nodes (default all live ones) |
+//! | `elect ID` | `campaign ID`, then only election messages are delivered until none is left; prints, instead of the trace, each round's answers, the outcome, and the node's last messages (a new leader's first appends, still in flight) |
+//! | `tick [ID...] [n=K] [deliver]` | K ticks (default 1) on the given nodes (default all live ones); with `deliver` the network works meanwhile: after each tick, messages are delivered until none is in flight |
 //! | `deliver [to=ID] [from=ID]` | delivers the messages now in flight (all, or those matching), one batch per receiver |
 //! | `stabilize` | delivers until no message is in flight |
 //! | `drop [to=ID] [from=ID]` | loses the messages now in flight (all, or those matching) |
+//! | `hold [to=ID] [from=ID]` | delays the messages now in flight (all, or those matching): no delivery sees them until `release` |
+//! | `release` | puts the held messages back in flight, behind everything sent since: they arrive late |
 //! | `partition ID...` | cuts the given nodes off from the others, both ways |
 //! | `cut FROM TO` | cuts the link from FROM to TO only |
 //! | `heal` | restores every link |
@@ -28,7 +43,13 @@
 //! | `crash ID [at=before-sync\|after-sync\|message=K] [keep=N]` | crashes the node now, or arms a crash at that point of its next turn; `keep` unsynced writes survive (default 0) |
 //! | `restart ID` | restarts a crashed node from its disk |
 //! | `status [ID...]` | one line per node |
-//! | `log [ID...]` | each node's log, with the commit point |
+//! | `log [ID...]` | each node's log; `\|` marks its commit point (`1@1 noop \|`: all committed; a down node's log is what its disk holds) |
+//!
+//! Writing a script: election timeouts are drawn from `[10, 20)` ticks with the
+//! cluster's `seed`, and a follower's lease ends after 10 ticks without its leader, so
+//! `tick n=10` ends leases but also fires any timer that drew exactly 10. Pick a `seed`
+//! under which only the timers the story wants fire. `RAFTKV_GOLDEN_ONLY=name` runs (or
+//! with `make golden`, rewrites) only the scripts whose file name contains `name`.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +60,7 @@ use super::{
 };
 use crate::{
     kv::{Command, WriteOp},
-    raft::{Entry, Message, NodeId, Payload, Pos, Role, Term},
+    raft::{Body, Entry, Message, NodeId, Payload, Pos, Role, Term},
     replica::{ClientOp, Input, Outcome, ReplicaConfig},
 };
 
@@ -112,9 +133,13 @@ impl<'a> Args<'a> {
             .transpose()
     }
 
-    /// The bare words as node ids.
+    /// The bare words as node ids (`n2` or `2`), leaving out the flags commands know.
     fn ids(&self) -> Result<Vec<NodeId>, String> {
-        self.words.iter().map(|w| node_id(w)).collect()
+        self.words
+            .iter()
+            .filter(|w| !FLAGS.contains(w))
+            .map(|w| node_id(w))
+            .collect()
     }
 
     /// Exactly one bare node id, first.
@@ -122,6 +147,10 @@ impl<'a> Args<'a> {
         node_id(self.words.first().ok_or("which node?")?)
     }
 }
+
+/// Bare words that are flags, not node ids: `tick ... deliver`, `get ... stale`,
+/// `cluster ... disk`.
+const FLAGS: &[&str] = &["deliver", "stale", "disk"];
 
 fn node_id(word: &str) -> Result<NodeId, String> {
     word.trim_start_matches('n')
@@ -139,11 +168,15 @@ struct Cluster {
     links: Links,
     /// Messages sent and not yet delivered or dropped, oldest first.
     in_flight: Vec<Message>,
+    /// Messages delayed by `hold`, waiting for `release`.
+    held: Vec<Message>,
     /// Crashes armed for a node's next turn: where, and how many writes survive.
     armed: BTreeMap<NodeId, (CrashPoint, usize)>,
     /// What each client request was, by request number, to print its reply.
     requests: BTreeMap<u64, String>,
     next_request: u64,
+    /// Print what each turn made durable (the `disk` word of `cluster`).
+    show_disk: bool,
     /// Output of the current command.
     out: Vec<String>,
 }
@@ -161,6 +194,9 @@ impl Cluster {
         if let Some(t) = args.number("heartbeat")? {
             config.raft.heartbeat_ticks = t;
         }
+        if let Some(b) = args.number("append-bytes")? {
+            config.raft.max_append_bytes = b;
+        }
         let ids: Vec<NodeId> = (1..=n).collect();
         let mut c = Cluster {
             nodes: ids.iter().map(|&id| (id, SimNode::new(id))).collect(),
@@ -170,9 +206,11 @@ impl Cluster {
             invariants: Invariants::default(),
             links: Links::default(),
             in_flight: Vec::new(),
+            held: Vec::new(),
             armed: BTreeMap::new(),
             requests: BTreeMap::new(),
             next_request: 1,
+            show_disk: false,
             out: Vec::new(),
         };
         for id in c.ids.clone() {
@@ -188,6 +226,7 @@ impl Cluster {
             }
             c.status(&[])?;
         }
+        c.show_disk = args.words.contains(&"disk");
         let out = std::mem::take(&mut c.out);
         Ok((c, out))
     }
@@ -195,16 +234,28 @@ impl Cluster {
     fn command(&mut self, name: &str, args: &Args) -> Result<Vec<String>, String> {
         match name {
             "campaign" => self.campaign(args.one_id()?)?,
+            "elect" => self.elect(args.one_id()?)?,
             "tick" => {
                 let n: u32 = args.number("n")?.unwrap_or(1);
                 let ids = self.given_or_live(args)?;
+                let deliver = args.words.contains(&"deliver");
                 for _ in 0..n {
                     for &id in &ids {
-                        self.turn(id, vec![Input::Tick])?;
+                        // A node that crashed during this command stops ticking.
+                        if self.nodes[&id].is_up() {
+                            self.turn(id, vec![Input::Tick])?;
+                        }
+                    }
+                    if deliver {
+                        self.stabilize()?;
                     }
                 }
+                collapse_repeats(&mut self.out);
             }
-            "deliver" => self.deliver(args.number("to")?, args.number("from")?)?,
+            "deliver" => {
+                self.deliver(args.number("to")?, args.number("from")?)?;
+                collapse_repeats(&mut self.out);
+            }
             "stabilize" => self.stabilize()?,
             "drop" => {
                 let (to, from) = (args.number("to")?, args.number("from")?);
@@ -213,6 +264,23 @@ impl Cluster {
                 let dropped: Vec<Message> = dropped;
                 for m in dropped {
                     self.out.push(format!("{m}  ✗ dropped"));
+                }
+                collapse_repeats(&mut self.out);
+            }
+            "hold" => {
+                let (to, from) = (args.number("to")?, args.number("from")?);
+                let (held, kept): (Vec<Message>, Vec<Message>) =
+                    self.in_flight.drain(..).partition(|m| matches(m, to, from));
+                self.in_flight = kept;
+                for m in held {
+                    self.out.push(format!("{m}  ⏸ held"));
+                    self.held.push(m);
+                }
+            }
+            "release" => {
+                for m in std::mem::take(&mut self.held) {
+                    self.out.push(format!("{m}  ▶ released"));
+                    self.in_flight.push(m);
                 }
             }
             "partition" => {
@@ -293,8 +361,13 @@ impl Cluster {
     /// Delivers the messages now in flight that match, one batch per receiver in id
     /// order; messages sent meanwhile wait for the next delivery.
     fn deliver(&mut self, to: Option<NodeId>, from: Option<NodeId>) -> Result<(), String> {
+        self.deliver_where(|m| matches(m, to, from))
+    }
+
+    /// [`deliver`](Self::deliver) for the messages in flight that `pick` chooses.
+    fn deliver_where(&mut self, pick: impl Fn(&Message) -> bool) -> Result<(), String> {
         let (now, later): (Vec<Message>, Vec<Message>) =
-            self.in_flight.drain(..).partition(|m| matches(m, to, from));
+            self.in_flight.drain(..).partition(|m| pick(m));
         self.in_flight = later;
         let mut batches: BTreeMap<NodeId, Vec<Input<Requester>>> = BTreeMap::new();
         for m in now {
@@ -309,6 +382,90 @@ impl Cluster {
         for (id, batch) in batches {
             self.turn(id, batch)?;
         }
+        Ok(())
+    }
+
+    /// `elect ID`: the node campaigns, and only election messages (pre-votes, votes and
+    /// their answers) are delivered until none is in flight. Instead of the full trace it
+    /// prints each round's answers, the outcome, and the messages the node sent last (a
+    /// new leader's first appends, left in flight).
+    fn elect(&mut self, id: NodeId) -> Result<(), String> {
+        let quiet_from = self.out.len();
+        let sent_from = self.in_flight.len();
+        self.campaign(id)?;
+        let mut rounds: Vec<Round> = Vec::new();
+        for _ in 0..100 {
+            let now: Vec<Message> = self
+                .in_flight
+                .iter()
+                .filter(|m| Round::kind(m).is_some())
+                .cloned()
+                .collect();
+            if now.is_empty() {
+                break;
+            }
+            for m in &now {
+                let kind = Round::kind(m).expect("election message");
+                let unreachable = if !self.nodes.get(&m.to).is_some_and(SimNode::is_up) {
+                    Some("down")
+                } else if self.links.is_cut(m.from, m.to) {
+                    Some("link cut")
+                } else {
+                    None
+                };
+                let request = matches!(m.body, Body::PreVote { .. } | Body::Vote { .. });
+                if request && m.from == id {
+                    let i = match rounds
+                        .iter()
+                        .position(|r| r.kind == kind && r.term == m.term)
+                    {
+                        Some(i) => i,
+                        None => {
+                            rounds.push(Round::new(kind, m.term));
+                            rounds.len() - 1
+                        }
+                    };
+                    rounds[i].asked.push((m.to, unreachable));
+                } else if !request && m.to == id && unreachable.is_none() {
+                    // An answer belongs to the latest round of its kind.
+                    let granted = matches!(
+                        m.body,
+                        Body::PreVoteResponse { granted: true }
+                            | Body::VoteResponse { granted: true }
+                    );
+                    if let Some(r) = rounds.iter_mut().rev().find(|r| r.kind == kind) {
+                        r.answers.push((m.from, granted, m.term));
+                    }
+                }
+            }
+            self.deliver_where(|m| Round::kind(m).is_some())?;
+        }
+        let sent_last: Vec<String> = self.in_flight[sent_from.min(self.in_flight.len())..]
+            .iter()
+            .filter(|m| m.from == id && Round::kind(m).is_none())
+            .map(|m| m.to_string())
+            .collect();
+        let replies: Vec<String> = self.out[quiet_from..]
+            .iter()
+            .filter(|l| l.contains(" → client: "))
+            .cloned()
+            .collect();
+        self.out.truncate(quiet_from);
+        for r in &rounds {
+            self.out.push(r.describe(id));
+        }
+        let replica = self
+            .node(id)?
+            .replica
+            .as_ref()
+            .ok_or(format!("n{id} is down"))?;
+        self.out.push(format!(
+            "n{id}@{} {}",
+            replica.node().term(),
+            replica.role().as_str()
+        ));
+        self.out.extend(sent_last);
+        self.out.extend(replies);
         Ok(())
     }
 
@@ -447,11 +604,17 @@ impl Cluster {
     ) -> Result<(), String> {
         let armed = self.armed.remove(&id);
         let node = self.nodes.get_mut(&id).expect("known node");
+        let disk_before = self.show_disk.then(|| {
+            let log = node.disk.log().iter().map(|e| (e.index, e.term)).collect();
+            (node.disk.hard_state, log)
+        });
         let output = node.turn(batch, armed.map(|a| a.0), &mut self.invariants);
+        let synced = disk_before.and_then(|b| describe_synced(&b, node));
         let after = node.replica.as_ref().map(Look::of);
         if let Some(e) = output.violation {
             return Err(format!("VIOLATION: {e}"));
         }
+        let mut commit = None;
         if let (Some(b), Some(a)) = (before, after) {
             if a.role != b.role {
                 self.out.push(format!(
@@ -469,14 +632,28 @@ impl Cluster {
                 ));
             }
             if a.commit != b.commit {
-                self.out
-                    .push(format!("n{id}@{} commit={}", a.term, a.commit));
+                commit = Some(format!("n{id}@{} commit={}", a.term, a.commit));
             }
+        }
+        // A leader's messages leave before its own sync, and it counts its own copy toward
+        // a commit only after it: its sync line comes after its messages, and a commit it
+        // reached in a turn that synced comes after that. Anyone else syncs first.
+        let leading = after.is_some_and(|a| a.role == Role::Leader);
+        let commit_after_sync = leading && synced.is_some();
+        if !commit_after_sync {
+            self.out.extend(commit.take());
+        }
+        if !leading {
+            self.out.extend(synced.clone());
         }
         for m in output.messages {
             self.out.push(m.to_string());
             self.in_flight.push(m);
         }
+        if leading {
+            self.out.extend(synced);
+        }
+        self.out.extend(commit);
         for (to, outcome) in output.replies {
             let Requester::Script(number) = to else {
                 continue;
@@ -558,22 +735,115 @@ impl Cluster {
                 }
                 None => (node.disk.log().to_vec(), 0),
             };
-            let mut parts = Vec::new();
-            for e in &entries {
-                parts.push(format!("{} {}", Pos(e.index, e.term), describe_entry(e)));
-                if e.index == commit && commit < entries.len() as u64 {
-                    parts.push("|".into());
-                }
-            }
-            let body = if parts.is_empty() {
+            let describe = |es: &[Entry]| -> String {
+                es.iter()
+                    .map(|e| format!("{} {}", Pos(e.index, e.term), describe_entry(e)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let body = if entries.is_empty() {
                 "(empty)".into()
+            } else if !node.is_up() {
+                describe(&entries)
             } else {
-                parts.join(", ")
+                // `|` marks the commit point, even at either end.
+                let (committed, rest) = entries.split_at((commit as usize).min(entries.len()));
+                [describe(committed), describe(rest)]
+                    .join(" | ")
+                    .trim()
+                    .to_string()
             };
             let down = if node.is_up() { "" } else { " (down, on disk)" };
             self.out.push(format!("n{id}{down}: {body}"));
         }
         Ok(())
+    }
+}
+
+/// One round of a campaign seen by `elect`: a pre-vote or a vote for one term.
+struct Round {
+    kind: &'static str,
+    /// The term asked for.
+    term: Term,
+    /// Who was asked, and why no answer could come back (down, link cut).
+    asked: Vec<(NodeId, Option<&'static str>)>,
+    /// Answers in arrival order: voter, granted, the term its answer carried.
+    answers: Vec<(NodeId, bool, Term)>,
+}
+
+impl Round {
+    fn new(kind: &'static str, term: Term) -> Round {
+        Round {
+            kind,
+            term,
+            asked: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    /// `pre-vote` or `vote` for election messages, `None` for the others.
+    fn kind(m: &Message) -> Option<&'static str> {
+        match m.body {
+            Body::PreVote { .. } | Body::PreVoteResponse { .. } => Some("pre-vote"),
+            Body::Vote { .. } | Body::VoteResponse { .. } => Some("vote"),
+            _ => None,
+        }
+    }
+
+    /// `n3 vote for term 2: granted by n2; refused by n4; no answer from n1 (down)`.
+    fn describe(&self, candidate: NodeId) -> String {
+        let mut parts = Vec::new();
+        let yes: Vec<String> = self
+            .answers
+            .iter()
+            .filter(|a| a.1)
+            .map(|a| format!("n{}", a.0))
+            .collect();
+        if !yes.is_empty() {
+            parts.push(format!("granted by {}", yes.join(" ")));
+        }
+        // A voter already in the term asked for (a later one, for a vote) refused for
+        // that reason alone; say so.
+        let blocked = |t: Term| {
+            if self.kind == "pre-vote" {
+                t >= self.term
+            } else {
+                t > self.term
+            }
+        };
+        let no: Vec<String> = self
+            .answers
+            .iter()
+            .filter(|a| !a.1)
+            .map(|&(v, _, t)| {
+                if blocked(t) {
+                    format!("n{v} (in term {t})")
+                } else {
+                    format!("n{v}")
+                }
+            })
+            .collect();
+        if !no.is_empty() {
+            parts.push(format!("refused by {}", no.join(" ")));
+        }
+        let silent: Vec<String> = self
+            .asked
+            .iter()
+            .filter(|(v, _)| !self.answers.iter().any(|a| a.0 == *v))
+            .map(|(v, why)| match why {
+                Some(why) => format!("n{v} ({why})"),
+                None => format!("n{v}"),
+            })
+            .collect();
+        if !silent.is_empty() {
+            parts.push(format!("no answer from {}", silent.join(" ")));
+        }
+        format!(
+            "n{candidate} {} for term {}: {}",
+            self.kind,
+            self.term,
+            parts.join("; ")
+        )
     }
 }
 
@@ -593,6 +863,50 @@ impl Look {
             commit: r.node().commit_index(),
         }
     }
+}
+
+/// Prints each repeated line once, where it first appeared, with `×N` after it.
+fn collapse_repeats(lines: &mut Vec<String>) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for l in lines.iter() {
+        *counts.entry(l.clone()).or_default() += 1;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    lines.retain(|l| seen.insert(l.clone()));
+    for l in lines.iter_mut() {
+        let n = counts[l.as_str()];
+        if n > 1 {
+            l.push_str(&format!("  ×{n}"));
+        }
+    }
+}
+
+/// What a turn made durable: the new term and vote, and the entries on disk that were
+/// not there (at that index, with that term) before the turn.
+fn describe_synced(
+    before: &(crate::raft::HardState, BTreeMap<u64, Term>),
+    after: &SimNode,
+) -> Option<String> {
+    let (hs, log) = before;
+    let mut parts = Vec::new();
+    let now = after.disk.hard_state;
+    if now != *hs {
+        let vote = now.voted_for.map_or("-".into(), |v| format!("n{v}"));
+        parts.push(format!("term={} vote={vote}", now.term));
+    }
+    let written: Vec<Pos> = after
+        .disk
+        .log()
+        .iter()
+        .filter(|e| log.get(&e.index) != Some(&e.term))
+        .map(|e| Pos(e.index, e.term))
+        .collect();
+    match written[..] {
+        [] => {}
+        [one] => parts.push(format!("{one}")),
+        [first, .., last] => parts.push(format!("{first}..{last}")),
+    }
+    (!parts.is_empty()).then(|| format!("n{} synced {}", after.id, parts.join(", ")))
 }
 
 fn matches(m: &Message, to: Option<NodeId>, from: Option<NodeId>) -> bool {
