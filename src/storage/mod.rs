@@ -202,7 +202,9 @@ use crate::{
 use atomic_file::{sync_dir, sync_file};
 use lock::DirLock;
 use snapshot::SNAPSHOT_DIR;
-pub use snapshot::{IncomingSnapshot, Snapshot, SnapshotSource, SnapshotStore, SnapshotWriter};
+pub use snapshot::{
+    IncomingSnapshot, SnapshotSource, SnapshotStore, SnapshotWriter, StoredSnapshot,
+};
 use wal::{Scan, Wal, WAL_DIR};
 
 /// File holding the term and vote.
@@ -235,7 +237,7 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The newest intact snapshot, which the log continues; `None` if the log starts
     /// at index 1.
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<StoredSnapshot>,
     /// The log entries after the snapshot: consecutive, the first with index
     /// `snapshot.meta.index + 1` (1 without a snapshot); empty if there are none.
     /// Entries at or below the snapshot's index may still be on disk until

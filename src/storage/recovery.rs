@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::{
-    snapshot::{self, Snapshot, SNAPSHOT_DIR},
+    snapshot::{self, StoredSnapshot, SNAPSHOT_DIR},
     wal::{Fit, Scan},
 };
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct Choice {
     /// The newest intact snapshot the log continues; `None` if the log starts at 1.
-    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) snapshot: Option<StoredSnapshot>,
     /// How the log continues it.
     pub(crate) fit: Fit,
     /// Damaged snapshots newer than the chosen one, newest first, with why: recovery

@@ -85,19 +85,19 @@ const IO_CHUNK: usize = 1 << 20;
 
 /// A snapshot as stored: the log position it covers and the state machine's bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct StoredSnapshot {
     /// The last log entry the snapshot includes.
     pub meta: SnapshotMeta,
     /// The serialized state machine, exactly as it was written.
     pub body: Vec<u8>,
 }
 
-impl fmt::Debug for Snapshot {
+impl fmt::Debug for StoredSnapshot {
     /// The position and the body's size; the body itself can be 100 MB.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Snapshot {{ {}@{}, {} body bytes }}",
+            "StoredSnapshot {{ {}@{}, {} body bytes }}",
             self.meta.index,
             self.meta.term,
             self.body.len()
@@ -191,12 +191,12 @@ fn names_ending(dir: &Path, suffix: &str) -> Result<Vec<String>> {
 }
 
 /// Reads and verifies the stored snapshot `meta` in `dir`.
-pub(crate) fn read(dir: &Path, meta: SnapshotMeta) -> Result<Snapshot> {
+pub(crate) fn read(dir: &Path, meta: SnapshotMeta) -> Result<StoredSnapshot> {
     let path = dir.join(file_name(meta));
     let mut file =
         File::open(&path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     let body = verify(&mut file, &path, meta, true)?;
-    Ok(Snapshot { meta, body })
+    Ok(StoredSnapshot { meta, body })
 }
 
 /// Reads `file` (the snapshot file at `path`, which must hold `meta`) from its start
@@ -458,7 +458,7 @@ impl SnapshotStore {
     }
 
     /// Reads and verifies the stored snapshot `meta`.
-    pub fn load(&self, meta: SnapshotMeta) -> Result<Snapshot> {
+    pub fn load(&self, meta: SnapshotMeta) -> Result<StoredSnapshot> {
         read(&self.dir, meta)
     }
 
@@ -779,7 +779,7 @@ impl IncomingSnapshot {
     ///
     /// A file that fails the checks is deleted (the transfer must start over from
     /// byte 0) and refused with [`Error::Corrupt`] naming it.
-    pub fn finish(mut self) -> Result<Snapshot> {
+    pub fn finish(mut self) -> Result<StoredSnapshot> {
         if self.poisoned.is_some() {
             return Err(Error::io(
                 format!("cannot finish {}", self.path.display()),
@@ -804,7 +804,7 @@ impl IncomingSnapshot {
             .map_err(|e| Error::io(format!("cannot fsync {}", self.path.display()), e))?;
         drop(self.file);
         install(&self.dir, &self.path, self.meta)?;
-        Ok(Snapshot {
+        Ok(StoredSnapshot {
             meta: self.meta,
             body,
         })

@@ -6,7 +6,7 @@ use super::{
     frame::{self, Decoded},
     snapshot::file_name,
     wal::segment_name,
-    Snapshot, Storage, StorageOptions,
+    Storage, StorageOptions, StoredSnapshot,
 };
 use crate::{
     config::{ClusterConfig, NodeSpec},
@@ -683,7 +683,7 @@ fn snapshot_round_trip_through_write_stream_and_reopen() {
     let (s, rec) = Storage::open(dir).unwrap();
     assert_eq!(
         rec.snapshot,
-        Some(Snapshot {
+        Some(StoredSnapshot {
             meta: meta(9, 2),
             body: Vec::new()
         })
@@ -909,7 +909,7 @@ fn damaged_newest_snapshot_falls_back_when_the_log_covers_it() {
     let (mut s, rec) = Storage::open(dir).unwrap();
     assert_eq!(
         rec.snapshot,
-        Some(Snapshot {
+        Some(StoredSnapshot {
             meta: meta(4, 1),
             body: body(meta(4, 1), 300)
         })
