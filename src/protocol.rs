@@ -226,7 +226,7 @@ pub fn error_response(
 }
 
 /// The fields of a `status` response (docs/protocol.md §3, "Status").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub node: u64,
     pub role: String,
@@ -237,6 +237,21 @@ pub struct Status {
     pub applied_index: u64,
     pub last_log_index: u64,
     pub members: Vec<u64>,
+    /// The newest snapshot's last included entry (0 and 0: none yet).
+    #[serde(default)]
+    pub snapshot_index: u64,
+    #[serde(default)]
+    pub snapshot_term: u64,
+    /// The first entry the log still holds in memory (the ones before it were
+    /// compacted into the snapshot).
+    #[serde(default)]
+    pub first_log_index: u64,
+    /// Bytes of write-ahead log on disk.
+    #[serde(default)]
+    pub wal_bytes: u64,
+    /// Clients with a session (exactly-once state) in the state machine.
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::{
     protocol::{Status, DEFAULT_MAX_CLIENT_LINE},
     replica::DEFAULT_TICK_MS,
     server::NodeOptions,
+    storage::StorageOptions,
 };
 
 /// Exit status: success.
@@ -107,6 +108,12 @@ pub struct NodeArgs {
     /// Longest request line accepted from a client, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CLIENT_LINE)]
     pub max_line_bytes: usize,
+    /// Take a snapshot and compact the log after this many applied entries (default: 20000, or 16 MiB of entries, whichever comes first)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_entries: Option<u64>,
+    /// Size at which a new write-ahead log segment is started; compaction deletes whole segments behind a snapshot, so smaller segments free disk sooner
+    #[arg(long, value_name = "BYTES", default_value_t = StorageOptions::default().segment_bytes, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub wal_segment_bytes: u64,
 }
 
 /// Where the cluster is: exactly one of `--cluster` and `--servers`.
@@ -285,6 +292,8 @@ fn run_node(args: NodeArgs) -> i32 {
         log_level: args.log_level,
         tick_ms: args.tick_ms,
         max_line_bytes: args.max_line_bytes,
+        snapshot_entries: args.snapshot_entries,
+        wal_segment_bytes: args.wal_segment_bytes,
     };
     match crate::server::run(options) {
         Ok(()) => EXIT_OK,
@@ -440,7 +449,7 @@ fn run_status(args: StatusArgs) -> i32 {
 /// `ok` or why the node did not answer.
 pub fn status_table(client: &Client, rows: &[(String, Result<Status, ClientError>)]) -> String {
     let header = [
-        "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "STATE",
+        "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST", "SNAPSHOT", "STATE",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for (addr, result) in rows {
@@ -458,11 +467,15 @@ pub fn status_table(client: &Client, rows: &[(String, Result<Status, ClientError
                 s.commit_index.to_string(),
                 s.applied_index.to_string(),
                 s.last_log_index.to_string(),
+                match s.snapshot_index {
+                    0 => "-".to_string(),
+                    i => format!("{i}@{}", s.snapshot_term),
+                },
                 "ok".to_string(),
             ],
             Err(e) => {
                 let mut row = vec![known_id, addr.clone()];
-                row.extend(std::iter::repeat_n("-".to_string(), 6));
+                row.extend(std::iter::repeat_n("-".to_string(), 7));
                 row.push(format!("unreachable: {}", strip_addr(e.reason(), addr)));
                 row
             }
@@ -638,6 +651,7 @@ mod tests {
             applied_index: 1041,
             last_log_index: 1043,
             members: vec![1, 2],
+            ..Default::default()
         };
         let rows = vec![
             ("a:1".to_string(), Ok(s)),

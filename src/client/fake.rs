@@ -157,6 +157,7 @@ pub(crate) fn kv(node: u64, addr_of_self: Arc<Mutex<String>>) -> impl FnMut(&Val
                     applied_index: 7,
                     last_log_index: 7,
                     members: vec![node],
+                    ..Default::default()
                 })
                 .unwrap();
                 status["ok"] = Value::Bool(true);

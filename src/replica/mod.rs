@@ -42,6 +42,9 @@ pub enum Input<T> {
     },
     /// A snapshot this node took ([`ReplicaReady::take_snapshot`]) is now durable.
     SnapshotSaved(SnapshotMeta),
+    /// Saving that snapshot failed (a full disk, say): the next one is taken when the
+    /// next interval is up.
+    SnapshotFailed,
     /// Sending this leader's snapshot to that peer ended (done, or given up).
     SnapshotSent(NodeId),
     /// A client request and where its answer goes.
@@ -101,9 +104,9 @@ pub const REQUEST_TIMEOUT_MS: u64 = 2000;
 
 /// Take a snapshot after this many entries were applied since the last one, unless
 /// `--snapshot-entries` says otherwise.
-pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 20_000;
 /// ... or after this many bytes of commands were applied since the last one.
-pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 16 << 20;
 /// At most this many applied entries are kept in the log behind a snapshot, so that
 /// a follower that lags a little catches up from the log rather than by a snapshot.
 const MAX_TRAILING_ENTRIES: u64 = 5_000;
@@ -306,6 +309,7 @@ impl<T> Replica<T> {
                 }
             }
             Input::SnapshotSaved(meta) => self.snapshot_saved(meta),
+            Input::SnapshotFailed => self.saving_snapshot = false,
             Input::SnapshotSent(peer) => self.node.snapshot_sent(peer),
             Input::Request(op, to) => self.request(to, op),
             Input::Shutdown => self.shutdown(),

@@ -338,6 +338,11 @@ fn status(id: Option<Value>, shared: &Shared) -> Value {
             applied_index: n.applied_index(),
             last_log_index: n.last_index(),
             members: n.members(),
+            snapshot_index: r.snapshot().index,
+            snapshot_term: r.snapshot().term,
+            first_log_index: n.log().first_index(),
+            wal_bytes: shared.wal_bytes.load(Ordering::Relaxed),
+            sessions: r.store().sessions() as u64,
         }
     };
     let status = Status {

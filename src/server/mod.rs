@@ -73,6 +73,7 @@ mod peer_port;
 mod replicator;
 mod reply_queue;
 mod shared;
+mod snapshotter;
 mod startup;
 mod state;
 mod timer;
@@ -82,7 +83,7 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     thread,
@@ -96,6 +97,7 @@ use crate::{
     error::{Error, Result},
     protocol::DEFAULT_MAX_CLIENT_LINE,
     replica::{Outcome, DEFAULT_TICK_MS},
+    storage::StorageOptions,
 };
 use logging::{info, warning, Level};
 use shared::{Input, Shared};
@@ -123,6 +125,11 @@ pub struct NodeOptions {
     /// Longest client request line accepted, in bytes; longer ones get `bad_request`
     /// and the connection is closed.
     pub max_line_bytes: usize,
+    /// Take a snapshot after this many applied entries; `None`: the replica's
+    /// defaults (entries or bytes, whichever comes first).
+    pub snapshot_entries: Option<u64>,
+    /// A new WAL segment starts at this size; compaction deletes whole segments.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for NodeOptions {
@@ -135,6 +142,8 @@ impl Default for NodeOptions {
             log_level: "info".into(),
             tick_ms: DEFAULT_TICK_MS,
             max_line_bytes: DEFAULT_MAX_CLIENT_LINE,
+            snapshot_entries: None,
+            wal_segment_bytes: StorageOptions::default().segment_bytes,
         }
     }
 }
@@ -174,6 +183,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         tick_pending: AtomicBool::new(false),
         unwritten: Arc::new(AtomicUsize::new(0)),
         client_conns: AtomicUsize::new(0),
+        wal_bytes: AtomicU64::new(boot.storage.wal_bytes()),
         max_line_bytes: options.max_line_bytes,
     });
 
@@ -203,7 +213,18 @@ pub fn run(options: NodeOptions) -> Result<()> {
         "ready: raft on {}, clients on {}, tick {} ms",
         boot.me.raft, boot.me.client, options.tick_ms
     );
-    let state = StateLoop::new(Arc::clone(&shared), boot.storage, inbox_rx, peers);
+    let (snapshot_tx, snapshot_rx) = bounded(1);
+    let (store, inbox) = (boot.storage.snapshot_store(), shared.inbox.clone());
+    spawn("snapshotter", 1 << 20, move || {
+        snapshotter::run(store, snapshot_rx, inbox)
+    })?;
+    let state = StateLoop::new(
+        Arc::clone(&shared),
+        boot.storage,
+        inbox_rx,
+        peers,
+        snapshot_tx,
+    );
     let inbox = thread::Builder::new()
         .name("state".into())
         .spawn(move || state.run())

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
 };
@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub unwritten: Arc<AtomicUsize>,
     /// Open client connections.
     pub client_conns: AtomicUsize,
+    /// Bytes of WAL segments on disk, as of the state thread's last turn (for `status`).
+    pub wal_bytes: AtomicU64,
     /// Longest client request line accepted.
     pub max_line_bytes: usize,
 }

@@ -11,8 +11,8 @@ use crate::{
     config::{ClusterConfig, NodeSpec},
     error::{Error, Result},
     raft::Pos,
-    replica::{Replica, ReplicaConfig},
-    storage::Storage,
+    replica::{Replica, ReplicaConfig, Snapshot},
+    storage::{Storage, StorageOptions},
 };
 
 /// Everything recovered and decided before any thread starts.
@@ -31,7 +31,10 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
     if !options.data_dir.exists() {
         check_member(&ClusterConfig::load(&options.cluster)?, options.id)?;
     }
-    let (mut storage, recovered) = Storage::open(&options.data_dir)?;
+    let storage_options = StorageOptions {
+        segment_bytes: options.wal_segment_bytes,
+    };
+    let (mut storage, recovered) = Storage::open_with(&options.data_dir, storage_options)?;
     let membership = match recovered.membership {
         Some(stored) => {
             // A restarted node trusts its own data, not a file that may have changed.
@@ -61,12 +64,29 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
     let me = check_member(&membership, options.id)?.clone();
 
     let hs = recovered.hard_state;
+    let snapshot = match &recovered.snapshot {
+        Some(stored) => Some(Snapshot::decode(&stored.body).map_err(|e| Error::Corrupt {
+            file: storage.snapshot_store().dir().join(format!(
+                "snapshot {}",
+                Pos(stored.meta.index, stored.meta.term)
+            )),
+            offset: e.offset,
+            reason: format!(
+                "the snapshot's checksum is right but its contents are not: {}",
+                e.reason
+            ),
+        })?),
+        None => None,
+    };
+    let base = snapshot
+        .as_ref()
+        .map_or(Pos(0, 0), |s| Pos(s.meta.index, s.meta.term));
     let last = recovered
         .entries
         .last()
-        .map_or(Pos(0, 0), |e| Pos(e.index, e.term));
+        .map_or(base, |e| Pos(e.index, e.term));
     info!(
-        "recovered {}: term {}, vote {}, {} log entries, last {}, members {:?}{}",
+        "recovered {}: term {}, vote {}, snapshot {base}, {} log entries after it, last {}, members {:?}{}",
         options.data_dir.display(),
         hs.term,
         hs.voted_for.map_or("none".to_string(), |v| format!("n{v}")),
@@ -81,10 +101,9 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
     );
 
     let mut config = ReplicaConfig::for_tick(options.tick_ms);
-    // Snapshots need the storage and transfer of the next step; until then none is
-    // taken, so the log is never compacted and no follower needs one.
-    config.snapshot_entries = u64::MAX;
-    config.snapshot_bytes = u64::MAX;
+    if let Some(n) = options.snapshot_entries {
+        config.snapshot_entries = n;
+    }
     let members: Vec<u64> = membership.nodes.iter().map(|n| n.id).collect();
     let replica = Replica::new(
         options.id,
@@ -92,7 +111,7 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
         config,
         seed(),
         hs,
-        None,
+        snapshot,
         recovered.entries,
     );
     Ok(Boot {

@@ -51,6 +51,7 @@ impl StateLoop {
         storage: Storage,
         inbox: Receiver<Input>,
         peers: BTreeMap<NodeId, Sender<Message>>,
+        snapshots: Sender<Snapshot>,
     ) -> StateLoop {
         let seen = Seen::of(&shared.replica.lock());
         logging::set_term(seen.term);
@@ -61,6 +62,7 @@ impl StateLoop {
                 unsynced: false,
                 sync_started: None,
                 peers,
+                snapshots,
                 logged: seen,
                 seen,
             },
@@ -100,6 +102,9 @@ impl StateLoop {
                 std::process::exit(3); // `NodeIo` logged why
             }
             self.io.log_changes();
+            self.shared
+                .wal_bytes
+                .store(self.io.storage.wal_bytes(), Ordering::Relaxed);
         }
         if let Err(e) = self.io.storage.sync() {
             fatal("the final sync", &e);
@@ -131,6 +136,8 @@ struct NodeIo {
     sync_started: Option<Instant>,
     /// One bounded channel per peer, read by its replicator.
     peers: BTreeMap<NodeId, Sender<Message>>,
+    /// The snapshotter thread's queue (one slot).
+    snapshots: Sender<Snapshot>,
     /// Role, term and leader as last logged, and as last observed.
     logged: Seen,
     seen: Seen,
@@ -190,21 +197,46 @@ impl Durable for NodeIo {
             .map_err(|e| fatal("appending to the log", &e))
     }
 
-    // Until snapshots are stored on disk and streamed to followers, startup turns them
-    // off (`snapshot_entries` = never): the log is never compacted and no snapshot is
-    // sent, so these are never called.
-    fn install_snapshot(&mut self, _: &Snapshot) -> Result<(), Halt> {
-        Err(fatal(
-            "installing a snapshot",
-            &Error::Config("this build cannot store snapshots".into()),
-        ))
-    }
-
-    fn compact_log(&mut self, _: Index) -> Result<(), Halt> {
+    /// The snapshot's file is already in place (the peer reader finished receiving
+    /// it before the core saw it); what is left is to drop the log it replaces.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Halt> {
+        let meta = snapshot.meta;
+        self.storage
+            .reset_log(meta)
+            .map_err(|e| fatal("resetting the log to an installed snapshot", &e))?;
+        info!(
+            "installed the leader's snapshot {}@{}: the log now starts after it",
+            meta.index, meta.term
+        );
         Ok(())
     }
 
-    fn save_snapshot(&mut self, _: Snapshot) {}
+    /// The WAL keeps everything after the *older* of the two kept snapshots, so that a
+    /// damaged newest snapshot can still be recovered from the older one plus the log.
+    fn compact_log(&mut self, upto: Index) -> Result<(), Halt> {
+        let kept = self
+            .storage
+            .snapshot_store()
+            .list()
+            .map_err(|e| fatal("listing snapshots", &e))?;
+        let older = match kept.len() {
+            0 | 1 => return Ok(()),
+            n => kept[n - 2].index,
+        };
+        let upto = upto.min(older);
+        self.storage
+            .compact(upto)
+            .map_err(|e| fatal("compacting the log", &e))
+    }
+
+    /// Hands the frozen snapshot to the snapshotter thread; it reports back through
+    /// the inbox. The replica has at most one snapshot in flight, so the one-slot
+    /// queue is free unless the snapshotter died.
+    fn save_snapshot(&mut self, snapshot: Snapshot) {
+        if self.snapshots.try_send(snapshot).is_err() {
+            error!("the snapshotter is not taking snapshots; none is saved");
+        }
+    }
 
     /// The hard state is durable as soon as it is saved; only appended entries need
     /// the WAL's fsync.

@@ -222,10 +222,11 @@ pub struct StorageOptions {
 }
 
 impl Default for StorageOptions {
-    /// 64 MiB segments.
+    /// 8 MiB segments: compaction deletes whole segments, so a segment is about the
+    /// most log a node keeps on disk beyond what its snapshots need.
     fn default() -> Self {
         StorageOptions {
-            segment_bytes: 64 << 20,
+            segment_bytes: 8 << 20,
         }
     }
 }

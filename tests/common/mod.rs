@@ -59,12 +59,20 @@ pub struct Cluster {
     /// proxy of every directed link `(from, to)`.
     node_files: BTreeMap<u64, PathBuf>,
     proxies: BTreeMap<(u64, u64), proxy::Proxy>,
+    /// Extra `raftkv node` arguments for every node started from now on.
+    pub node_args: Vec<String>,
 }
 
 impl Cluster {
     /// Writes a cluster file for `n` nodes (ids 1..=n) and starts them all.
     pub fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Like [`Cluster::start`], every node started with `args` added.
+    pub fn start_with(n: u64, args: &[&str]) -> Cluster {
         let mut c = Cluster::new(n);
+        c.node_args = args.iter().map(|a| a.to_string()).collect();
         for id in 1..=n {
             c.spawn(id);
         }
@@ -104,6 +112,7 @@ impl Cluster {
             children: BTreeMap::new(),
             node_files: BTreeMap::new(),
             proxies: BTreeMap::new(),
+            node_args: Vec::new(),
         }
     }
 
@@ -185,6 +194,7 @@ impl Cluster {
             .arg(&n.data_dir)
             .arg("--tick-ms")
             .arg(TICK_MS.to_string())
+            .args(&self.node_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd

@@ -1,0 +1,55 @@
+//! The snapshotter thread: turns a frozen snapshot of the replica into a file, off the
+//! state thread.
+//!
+//! The state thread's part of taking a snapshot is O(1): the replica clones its
+//! persistent store (`imbl`) at the applied index and hands the clone over here, then
+//! goes on applying writes, which copy only the tree nodes they touch. This thread
+//! walks the frozen clone in key order, encodes it, and writes it atomically through
+//! `storage::SnapshotStore` (temporary file, fsync, rename, fsync of the directory,
+//! keep the newest two). Only then does the state thread hear `SnapshotSaved`, and
+//! only then may the log behind the snapshot go: the order of DESIGN's "snapshot
+//! durable, then the log behind it deleted".
+
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{
+    logging::{error, info},
+    shared::Input,
+};
+use crate::{replica::Snapshot, storage::SnapshotStore};
+
+/// Runs until the state thread drops the sending side of `queue`.
+pub(crate) fn run(store: SnapshotStore, queue: Receiver<Snapshot>, inbox: Sender<Input>) {
+    for snapshot in queue {
+        let meta = snapshot.meta;
+        let started = Instant::now();
+        let body = snapshot.encode();
+        drop(snapshot); // the frozen view: let its shared nodes go
+        let encoded = started.elapsed();
+        let input = match store.write(meta, &body) {
+            Ok(()) => {
+                info!(
+                    "snapshot {}@{} saved: {} bytes, encoded in {} ms, written in {} ms",
+                    meta.index,
+                    meta.term,
+                    body.len(),
+                    encoded.as_millis(),
+                    (started.elapsed() - encoded).as_millis()
+                );
+                Input::SnapshotSaved(meta)
+            }
+            Err(e) => {
+                error!(
+                    "saving snapshot {}@{} failed: {e}; the log is kept and a snapshot is tried again later",
+                    meta.index, meta.term
+                );
+                Input::SnapshotFailed
+            }
+        };
+        if inbox.send(input).is_err() {
+            return; // the state thread has stopped
+        }
+    }
+}

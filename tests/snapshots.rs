@@ -1,0 +1,144 @@
+//! Snapshots and log compaction on real processes: nodes started with a small
+//! `--snapshot-entries`, so that they snapshot and compact all the time.
+
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+
+fn snapshot_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(data_dir.join("snapshots"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "snap"));
+    files.sort();
+    files
+}
+
+/// Appends from three clients until at least `count` are acknowledged.
+fn append_until(c: &Cluster, count: usize) -> Vec<String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let clients = spawn_appenders(3, &c.client_addrs(), "log", &stop, &acked);
+    c.wait_until(
+        &format!("{count} acknowledged appends"),
+        Duration::from_secs(60),
+        || acked.lock().unwrap().len() >= count,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in clients {
+        h.join().expect("client thread");
+    }
+    let acked = acked.lock().unwrap().clone();
+    acked
+}
+
+fn status_u64(c: &Cluster, id: u64, field: &str) -> u64 {
+    c.status(id)
+        .and_then(|s| s[field].as_u64())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_full_restart_after_compaction_keeps_every_acknowledged_write() {
+    let mut c = Cluster::start_with(3, &["--snapshot-entries", "50"]);
+    c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    let acked = append_until(&c, 400);
+    for id in c.ids() {
+        c.wait_until(
+            &format!("n{id} to have compacted its log behind a snapshot"),
+            Duration::from_secs(20),
+            || {
+                status_u64(&c, id, "snapshot_index") > 0
+                    && status_u64(&c, id, "first_log_index") > 1
+            },
+        );
+    }
+    c.kill_all();
+    for id in c.ids() {
+        assert!(
+            !snapshot_files(&c.nodes[&id].data_dir).is_empty(),
+            "n{id} has snapshot files"
+        );
+        c.spawn(id);
+    }
+    c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    let value = read_key(&c.client_addrs(), "log", Duration::from_secs(10)).unwrap_or_default();
+    check_tokens(&value, &acked);
+    for id in c.ids() {
+        assert!(
+            c.log_text(id).contains("recovered") && status_u64(&c, id, "snapshot_index") > 0,
+            "n{id} restarted from a snapshot"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_is_never_used_silently() {
+    // Small WAL segments, so that compaction really deletes log behind snapshots.
+    let mut c = Cluster::start_with(
+        3,
+        &["--snapshot-entries", "50", "--wal-segment-bytes", "4096"],
+    );
+    c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    let acked = append_until(&c, 300);
+    let victim = 3;
+    let dir = c.nodes[&victim].data_dir.clone();
+    c.wait_until("two snapshots on n3", Duration::from_secs(20), || {
+        snapshot_files(&dir).len() >= 2
+    });
+    c.signal(victim, "TERM");
+    assert!(c.wait_exit(victim, Duration::from_secs(10)).success());
+
+    // The newest is damaged: the node falls back to the older one and the log after
+    // it (which it keeps for this), says so, and has every acknowledged write.
+    let newest = snapshot_files(&dir).pop().expect("a snapshot");
+    let mut bytes = fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&newest, &bytes).unwrap();
+    c.spawn(victim);
+    c.wait_until("n3 to serve again", Duration::from_secs(10), || {
+        c.status(victim).is_some()
+    });
+    let name = newest.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        c.log_text(victim).contains(&name),
+        "the log names the damaged snapshot {name}:\n{}",
+        c.log_text(victim)
+    );
+    c.signal(victim, "TERM");
+    assert!(c.wait_exit(victim, Duration::from_secs(10)).success());
+    let others: Vec<String> = [1, 2].iter().map(|&id| c.addr(id).to_string()).collect();
+    let value = read_key(&others, "log", Duration::from_secs(10)).unwrap_or_default();
+    check_tokens(&value, &acked);
+
+    // Every snapshot damaged: nothing to fall back to, so the node refuses to start
+    // and names the file.
+    for file in snapshot_files(&dir) {
+        let mut bytes = fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&file, &bytes).unwrap();
+    }
+    let before = c.log_text(victim).len();
+    c.spawn(victim);
+    let status = c.wait_exit(victim, Duration::from_secs(10));
+    assert!(
+        !status.success(),
+        "a node with only damaged snapshots must not start"
+    );
+    let log = c.log_text(victim)[before..].to_string();
+    assert!(
+        log.contains(".snap") && log.contains("corrupt"),
+        "the refusal names the file:\n{log}"
+    );
+}
