@@ -26,7 +26,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
+//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [snapshot=N] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `snapshot` takes a snapshot every N applied entries (saving it completes at once, and the log keeps N/4 entries behind it); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
 //! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
 //! | `elect ID` | `campaign ID`, then only election messages are delivered until none is left; prints, instead of the trace, each round's answers, the outcome, and the node's last messages (a new leader's first appends, still in flight) |
 //! | `tick [ID...] [n=K] [deliver]` | K ticks (default 1) on the given nodes (default all live ones); with `deliver` the network works meanwhile: after each tick, messages are delivered until none is in flight |
@@ -196,6 +196,9 @@ impl Cluster {
         }
         if let Some(b) = args.number("append-bytes")? {
             config.raft.max_append_bytes = b;
+        }
+        if let Some(n) = args.number("snapshot")? {
+            config.snapshot_entries = n;
         }
         let ids: Vec<NodeId> = (1..=n).collect();
         let mut c = Cluster {
@@ -370,17 +373,40 @@ impl Cluster {
             self.in_flight.drain(..).partition(|m| pick(m));
         self.in_flight = later;
         let mut batches: BTreeMap<NodeId, Vec<Input<Requester>>> = BTreeMap::new();
+        let mut sent = Vec::new();
         for m in now {
             if self.links.is_cut(m.from, m.to) {
                 self.out.push(format!("{m}  ✗ link cut"));
             } else if !self.nodes.get(&m.to).is_some_and(SimNode::is_up) {
                 self.out.push(format!("{m}  ✗ n{} is down", m.to));
+            } else if let Body::InstallSnapshot { meta } = m.body {
+                // The data comes from the sender's disk, as its replicator streams it;
+                // the transfer's end is reported back to the sender.
+                sent.push((m.from, m.to));
+                let snapshot = self.nodes[&m.from].disk.snapshot.clone();
+                match snapshot.filter(|s| s.meta == meta) {
+                    Some(snapshot) => batches.entry(m.to).or_default().push(Input::PeerSnapshot {
+                        message: m,
+                        snapshot,
+                    }),
+                    None => self
+                        .out
+                        .push(format!("{m}  ✗ n{} has no such snapshot", m.from)),
+                }
             } else {
                 batches.entry(m.to).or_default().push(Input::Peer(m));
             }
         }
         for (id, batch) in batches {
             self.turn(id, batch)?;
+        }
+        for (leader, peer) in sent {
+            if self.nodes[&leader].is_up() {
+                self.out.push(format!(
+                    "n{leader}'s runtime: snapshot transfer to n{peer} ended"
+                ));
+                self.turn(leader, vec![Input::SnapshotSent(peer)])?;
+            }
         }
         Ok(())
     }
@@ -670,6 +696,26 @@ impl Cluster {
             // The turn never reached that point: keep it armed for the next one.
             self.armed.insert(id, (p, keep));
         }
+        if let Some(snapshot) = output.save {
+            // Saving takes no time here: the snapshot is durable at once, and the
+            // replica hears so in a turn of its own.
+            let meta = snapshot.meta;
+            let node = self.nodes.get_mut(&id).expect("known node");
+            node.saved(snapshot, &mut self.invariants)
+                .map_err(|e| format!("VIOLATION: {e}"))?;
+            let before = node.replica.as_ref().map(|r| r.node().log().first_index());
+            self.turn(id, vec![Input::SnapshotSaved(meta)])?;
+            let node = &self.nodes[&id];
+            let after = node.replica.as_ref().map(|r| r.node().log().first_index());
+            let compacted = match (before, after) {
+                (Some(b), Some(a)) if a > b => format!("; log compacted, now from {a}"),
+                _ => String::new(),
+            };
+            self.out.push(format!(
+                "n{id} saved snapshot {}{compacted}",
+                Pos(meta.index, meta.term)
+            ));
+        }
         Ok(())
     }
 
@@ -689,8 +735,12 @@ impl Cluster {
                         .hard_state()
                         .voted_for
                         .map_or("-".into(), |v| format!("n{v}"));
+                    let snapshot = match n.snapshot() {
+                        s if s.index == 0 => String::new(),
+                        s => format!(" snapshot={}", Pos(s.index, s.term)),
+                    };
                     format!(
-                        "n{id}@{} {} leader={leader} vote={vote} last={} commit={} applied={}",
+                        "n{id}@{} {} leader={leader} vote={vote} last={} commit={} applied={}{snapshot}",
                         n.term(),
                         n.role().as_str(),
                         Pos(n.last_index(), n.log().last_term()),
@@ -723,17 +773,22 @@ impl Cluster {
         };
         for id in ids {
             let node = self.node(id)?;
-            let (entries, commit): (Vec<Entry>, u64) = match &node.replica {
+            let (entries, commit, base): (Vec<Entry>, u64, u64) = match &node.replica {
                 Some(r) => {
                     let n = r.node();
                     (
-                        (1..=n.last_index())
+                        (n.log().first_index()..=n.last_index())
                             .filter_map(|i| n.log().get(i).cloned())
                             .collect(),
                         n.commit_index(),
+                        n.log().base().index,
                     )
                 }
-                None => (node.disk.log().to_vec(), 0),
+                None => (
+                    node.disk.log().to_vec(),
+                    0,
+                    node.disk.log().first().map_or(0, |e| e.index - 1),
+                ),
             };
             let describe = |es: &[Entry]| -> String {
                 es.iter()
@@ -747,14 +802,20 @@ impl Cluster {
                 describe(&entries)
             } else {
                 // `|` marks the commit point, even at either end.
-                let (committed, rest) = entries.split_at((commit as usize).min(entries.len()));
+                let at = commit.saturating_sub(base) as usize;
+                let (committed, rest) = entries.split_at(at.min(entries.len()));
                 [describe(committed), describe(rest)]
                     .join(" | ")
                     .trim()
                     .to_string()
             };
             let down = if node.is_up() { "" } else { " (down, on disk)" };
-            self.out.push(format!("n{id}{down}: {body}"));
+            let compacted = if base > 0 {
+                format!("[compacted ..{base}] ")
+            } else {
+                String::new()
+            };
+            self.out.push(format!("n{id}{down}: {compacted}{body}"));
         }
         Ok(())
     }
