@@ -194,6 +194,17 @@ fn three_nodes_elect_agree_serve_pipeline_and_apply_writes_once() {
     expect_error(&v, "not_leader");
     let v = conn.call(&json!({"op":"get","key":"once"})).unwrap();
     assert_eq!(v["value"], "xy");
+    // A new process reusing the client name (its seq starting again) is told so,
+    // instead of getting "ok" for a write that was never applied.
+    let reused = json!({"op":"append","key":"once","value":"z","client":"dup","seq":2});
+    let v = conn.call(&reused).unwrap();
+    expect_error(&v, "bad_request");
+    assert!(
+        v["message"].as_str().unwrap().contains("already used"),
+        "{v}"
+    );
+    let v = conn.call(&json!({"op":"get","key":"once"})).unwrap();
+    assert_eq!(v["value"], "xy");
 }
 
 // 2 -------------------------------------------------------------------------------------

@@ -36,6 +36,29 @@ pub struct Command {
 }
 
 impl Command {
+    /// A fingerprint of what the write does (key, operation, value), the same on every
+    /// node and every build: a retry carries the same fingerprint as its first attempt,
+    /// another write under a reused `client`/`seq` almost surely does not. FNV-1a.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let (tag, value) = match &self.op {
+            WriteOp::Put { value } => (b'p', value.as_str()),
+            WriteOp::Append { value } => (b'a', value.as_str()),
+            WriteOp::Delete => (b'd', ""),
+        };
+        eat(&(self.key.len() as u64).to_le_bytes());
+        eat(self.key.as_bytes());
+        eat(&[tag]);
+        eat(value.as_bytes());
+        h
+    }
+
     /// Approximate encoded size, used to cap the bytes in one AppendEntries message.
     pub fn approx_size(&self) -> usize {
         let value = match &self.op {
@@ -56,5 +79,10 @@ pub enum WriteResult {
     /// answer to that older request is no longer kept.
     StaleSeq {
         last_seq: u64,
+    },
+    /// The command reuses its client's newest `seq` for a different write: not a retry,
+    /// so not applied (two processes are probably using the same client name).
+    SeqReused {
+        seq: u64,
     },
 }

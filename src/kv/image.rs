@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! u64 key count, then per key (ascending):    u32 len, key bytes, u32 len, value bytes
-//! u64 session count, then per client (ascending): u32 len, client bytes, u64 last seq
+//! u64 session count, then per client (ascending): u32 len, client bytes, u64 last seq,
+//!                                                  u64 fingerprint of that write
 //! ```
 //!
 //! [`Reader`] refuses anything it did not write: lengths past the end, invalid UTF-8,
@@ -133,6 +134,7 @@ impl Store {
         for (client, record) in &self.sessions {
             w.str(client);
             w.u64(record.last_seq);
+            w.u64(record.last_fingerprint);
         }
     }
 
@@ -151,16 +153,23 @@ impl Store {
             data.insert(key, value);
         }
         let mut sessions = OrdMap::new();
-        let clients = r.count("session count", 12)?;
+        let clients = r.count("session count", 20)?;
         let mut last: Option<String> = None;
         for _ in 0..clients {
             let client = r.str("client name")?;
             let last_seq = r.u64("sequence number")?;
+            let last_fingerprint = r.u64("write fingerprint")?;
             if last.as_ref().is_some_and(|l| *l >= client) {
                 return Err(r.error("sessions are not in ascending order"));
             }
             last = Some(client.clone());
-            sessions.insert(client, SessionRecord { last_seq });
+            sessions.insert(
+                client,
+                SessionRecord {
+                    last_seq,
+                    last_fingerprint,
+                },
+            );
         }
         Ok(Store { data, sessions })
     }

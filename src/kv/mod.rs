@@ -24,6 +24,8 @@ use imbl::OrdMap;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct SessionRecord {
     last_seq: u64,
+    /// [`Command::fingerprint`] of that write: a retry must match it.
+    last_fingerprint: u64,
 }
 
 /// The key-value map and the session table. Cloning is O(1) (see the module
@@ -56,6 +58,9 @@ impl Store {
         if let Some(session) = &command.session {
             if let Some(record) = self.sessions.get(&session.client) {
                 if session.seq == record.last_seq {
+                    if record.last_fingerprint != command.fingerprint() {
+                        return WriteResult::SeqReused { seq: session.seq };
+                    }
                     return WriteResult::Ok;
                 }
                 if session.seq < record.last_seq {
@@ -82,6 +87,7 @@ impl Store {
         if let Some(session) = &command.session {
             let record = SessionRecord {
                 last_seq: session.seq,
+                last_fingerprint: command.fingerprint(),
             };
             self.sessions.insert(session.client.clone(), record);
         }
@@ -151,6 +157,30 @@ mod tests {
             WriteResult::StaleSeq { last_seq: 2 }
         );
         assert_eq!(s.get("k"), Some("abz"));
+    }
+
+    #[test]
+    fn a_reused_client_name_is_refused_never_silently_dropped() {
+        // A new process reusing an old client name starts its seq again at 1: the same
+        // seq as a recorded write, but a different write. It is not a retry.
+        let mut s = Store::new();
+        s.apply(&cmd("k", append("a"), Some(("c1", 1))));
+        assert_eq!(
+            s.apply(&cmd("k", append("b"), Some(("c1", 1)))),
+            WriteResult::SeqReused { seq: 1 }
+        );
+        assert_eq!(
+            s.apply(&cmd("other", append("a"), Some(("c1", 1)))),
+            WriteResult::SeqReused { seq: 1 },
+            "another key is another write"
+        );
+        assert_eq!(s.get("k"), Some("a"));
+        assert_eq!(s.get("other"), None);
+        // The real retry still gets the first answer.
+        assert_eq!(
+            s.apply(&cmd("k", append("a"), Some(("c1", 1)))),
+            WriteResult::Ok
+        );
     }
 
     #[test]

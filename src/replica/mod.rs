@@ -452,6 +452,15 @@ impl<T> Replica<T> {
             let outcome = match result {
                 _ if write.term != entry.term => lost_leadership(),
                 Some(WriteResult::Ok) => Outcome::Written,
+                Some(WriteResult::SeqReused { seq }) => Outcome::Failed {
+                    code: ErrorCode::BadRequest,
+                    message: format!(
+                        "seq {seq} of this client was already used for a different write, so \
+                         this one is not a retry and was not applied; is another process using \
+                         the same client name?"
+                    ),
+                    leader: None,
+                },
                 Some(WriteResult::StaleSeq { last_seq }) => Outcome::Failed {
                     code: ErrorCode::BadRequest,
                     message: format!(
