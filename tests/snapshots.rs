@@ -142,3 +142,66 @@ fn a_damaged_snapshot_is_never_used_silently() {
         "the refusal names the file:\n{log}"
     );
 }
+
+/// Runs `raftkv bench` against the cluster: `ops` puts from 16 clients over `keys` keys.
+fn bench_puts(c: &Cluster, ops: u64, keys: u64) {
+    let out = std::process::Command::new(bin())
+        .args(["bench", "--servers", &c.client_addrs().join(",")])
+        .args(["--clients", "16", "--ops", &ops.to_string()])
+        .args(["--keys", &keys.to_string(), "--value-size", "20"])
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every key's value as node `id` has it (stale reads: its own state machine).
+fn node_values(c: &Cluster, id: u64, keys: u64) -> Vec<Option<String>> {
+    let mut conn = Conn::connect(c.addr(id), Duration::from_secs(5)).expect("connect");
+    (0..keys)
+        .map(|k| {
+            let v = conn
+                .call(
+                    &serde_json::json!({"op":"get","key":format!("key-{k}"),"consistency":"stale"}),
+                )
+                .expect("stale get");
+            assert_eq!(v["ok"], true, "{v}");
+            v["value"].as_str().map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn a_follower_down_during_20000_writes_catches_up_by_snapshot() {
+    let mut c = Cluster::start_with(3, &["--snapshot-entries", "100"]);
+    let (leader, _) = c.wait_for_leader(&c.ids(), LEADER_WAIT);
+    let down = if leader == 3 { 2 } else { 3 };
+    c.kill(down);
+    bench_puts(&c, 20_000, 1000);
+    let leader_snapshot = status_u64(&c, leader, "snapshot_index");
+    assert!(
+        leader_snapshot > 10_000,
+        "the leader compacted: snapshot at {leader_snapshot}"
+    );
+
+    c.spawn(down);
+    let target = status_u64(&c, leader, "commit_index");
+    c.wait_until(
+        &format!("n{down} to catch up to {target}"),
+        Duration::from_secs(30),
+        || status_u64(&c, down, "applied_index") >= target,
+    );
+    assert!(
+        c.log_text(down).contains("installed the leader's snapshot"),
+        "n{down} caught up by snapshot:\n{}",
+        c.log_text(down)
+    );
+    assert_eq!(
+        node_values(&c, down, 1000),
+        node_values(&c, leader, 1000),
+        "the caught-up follower holds the leader's data"
+    );
+}

@@ -171,7 +171,15 @@ impl Store {
                 },
             );
         }
-        Ok(Store { data, sessions })
+        let data_bytes = data
+            .iter()
+            .map(|(k, v): (&String, &String)| (k.len() + v.len()) as u64)
+            .sum();
+        Ok(Store {
+            data,
+            sessions,
+            data_bytes,
+        })
     }
 }
 

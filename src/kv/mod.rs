@@ -34,6 +34,8 @@ struct SessionRecord {
 pub struct Store {
     data: OrdMap<String, String>,
     sessions: OrdMap<String, SessionRecord>,
+    /// Bytes of keys and values in `data`: about the size of a snapshot of it.
+    data_bytes: u64,
 }
 
 impl Store {
@@ -70,18 +72,26 @@ impl Store {
                 }
             }
         }
+        let entry_bytes = |k: &String, v: &String| (k.len() + v.len()) as u64;
         match &command.op {
             WriteOp::Put { value } => {
-                self.data.insert(command.key.clone(), value.clone());
+                self.data_bytes += entry_bytes(&command.key, value);
+                if let Some(old) = self.data.insert(command.key.clone(), value.clone()) {
+                    self.data_bytes -= entry_bytes(&command.key, &old);
+                }
             }
             WriteOp::Append { value } => {
-                self.data
-                    .entry(command.key.clone())
-                    .or_default()
-                    .push_str(value);
+                let current = self.data.entry(command.key.clone()).or_default();
+                if current.is_empty() {
+                    self.data_bytes += command.key.len() as u64;
+                }
+                current.push_str(value);
+                self.data_bytes += value.len() as u64;
             }
             WriteOp::Delete => {
-                self.data.remove(&command.key);
+                if let Some(old) = self.data.remove(&command.key) {
+                    self.data_bytes -= entry_bytes(&command.key, &old);
+                }
             }
         }
         if let Some(session) = &command.session {
@@ -92,6 +102,12 @@ impl Store {
             self.sessions.insert(session.client.clone(), record);
         }
         WriteResult::Ok
+    }
+
+    /// About the size of the store's image in bytes (keys and values; sessions are
+    /// small beside them).
+    pub fn approx_bytes(&self) -> u64 {
+        self.data_bytes
     }
 
     /// Number of clients with a session.
@@ -181,6 +197,27 @@ mod tests {
             s.apply(&cmd("k", append("a"), Some(("c1", 1)))),
             WriteResult::Ok
         );
+    }
+
+    #[test]
+    fn the_size_estimate_follows_puts_appends_and_deletes() {
+        let mut s = Store::new();
+        s.apply(&cmd(
+            "ab",
+            WriteOp::Put {
+                value: "xyz".into(),
+            },
+            None,
+        ));
+        assert_eq!(s.approx_bytes(), 5);
+        s.apply(&cmd("ab", append("12"), None));
+        s.apply(&cmd("c", append("1"), None));
+        assert_eq!(s.approx_bytes(), 7 + 2);
+        s.apply(&cmd("ab", WriteOp::Put { value: "".into() }, None));
+        assert_eq!(s.approx_bytes(), 2 + 2);
+        s.apply(&cmd("ab", WriteOp::Delete, None));
+        s.apply(&cmd("zz", WriteOp::Delete, None));
+        assert_eq!(s.approx_bytes(), 2);
     }
 
     #[test]

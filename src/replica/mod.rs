@@ -500,10 +500,14 @@ impl<T> Replica<T> {
     }
 
     /// A snapshot of everything applied, when enough was applied since the last one and
-    /// none is being saved. O(1): the store is persistent.
+    /// none is being saved. O(1): the store is persistent. "Enough" is the configured
+    /// entries or bytes, and also a quarter of the state's size in new log bytes, so
+    /// that a large state is not rewritten to disk every few seconds (LogCabin's rule):
+    /// the log behind a snapshot then costs at most a quarter of the snapshot.
     fn maybe_take_snapshot(&mut self) -> Option<Snapshot> {
         let (entries, bytes) = self.since_snapshot;
-        let due = entries >= self.config.snapshot_entries || bytes >= self.config.snapshot_bytes;
+        let due = (entries >= self.config.snapshot_entries || bytes >= self.config.snapshot_bytes)
+            && bytes.saturating_mul(4) >= self.store.approx_bytes();
         if !due || self.saving_snapshot {
             return None;
         }
