@@ -62,7 +62,7 @@
 //!   replaced it: the core will name that one next time), when this node moves to a
 //!   newer term, or when nothing progresses for [`Tuning::ack_timeout`] (longer while
 //!   the follower checks and installs the complete file). The replicator then puts
-//!   `SnapshotSent(peer)` in the state thread's inbox, exactly once per transfer;
+//!   `SnapshotSent(peer)` in the state thread's inbox, once per transfer;
 //!   the core probes the follower again, and if it still needs the snapshot, sends a
 //!   new InstallSnapshot, which resumes. A timeout also drops the connection, so no
 //!   late answer from the abandoned transfer can be mistaken for a new one's.
