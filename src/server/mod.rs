@@ -17,7 +17,7 @@
 //!                  |                                             behind a Mutex,     |
 //!                  |                                             Storage (WAL)       |
 //!                  |  replicator per peer <-- bounded channel per peer --+           |
-//!  peers <--TCP--  |  (owns the outgoing connection, reconnects)                     |
+//!  peers <--TCP--  |  (owns the outgoing connection, reconnects, streams snapshots)  |
 //!                  +-----------------------------------------------------------------+
 //! ```
 //!
@@ -47,6 +47,21 @@
 //! own one-shot reply channel, so delivering a reply never blocks either, and the
 //! answer for a client that disconnected is simply discarded.
 //!
+//! **Snapshots travel beside the messages, never through the state thread.** When
+//! the core sends a follower an InstallSnapshot, the state thread only queues that
+//! small message. The peer's replicator streams the snapshot file on its existing
+//! connection, in chunks, with a window of bytes sent but not yet durable on the
+//! follower, starting where an earlier attempt left off (the follower keeps what it
+//! stored), and puts `SnapshotSent` in the inbox when the transfer ends, whichever
+//! way. Raft messages queued for the peer always go before the next chunk, and the
+//! file is read by a helper thread, so heartbeats never wait behind a snapshot or a
+//! disk. On the follower the peer reader hands chunks to a receiver thread of its
+//! connection, which writes and fsyncs them, answers on the same connection, then
+//! verifies and decodes the finished snapshot and only then puts `PeerSnapshot` in
+//! the inbox: the core sees InstallSnapshot only once the data is complete and
+//! durable, and the state thread never decodes or waits for snapshot bytes. Details
+//! in `replicator`, `peer_port` and `snapshot_transfer` (the frames).
+//!
 //! **Order per connection.** A client connection's reader appends one slot per request
 //! to the connection's response queue in arrival order; the request's reply channel
 //! fills exactly that slot, and the writer sends filled slots from the front only. So
@@ -73,6 +88,7 @@ mod peer_port;
 mod replicator;
 mod reply_queue;
 mod shared;
+mod snapshot_transfer;
 mod snapshotter;
 mod startup;
 mod state;
@@ -187,18 +203,27 @@ pub fn run(options: NodeOptions) -> Result<()> {
         max_line_bytes: options.max_line_bytes,
     });
 
+    let snapshots = boot.storage.snapshot_store();
     let mut peers = BTreeMap::new();
     for node in boot.membership.nodes.iter().filter(|n| n.id != options.id) {
         let (tx, rx) = bounded(replicator::QUEUE);
-        let (id, addr) = (node.id, node.raft.clone());
-        spawn(&format!("replicator-n{id}"), replicator::STACK, move || {
-            replicator::run(id, addr, rx)
-        })?;
+        let link = replicator::Link {
+            peer: node.id,
+            addr: node.raft.clone(),
+            inbox: shared.inbox.clone(),
+            store: snapshots.clone(),
+            tuning: replicator::Tuning::default(),
+        };
+        spawn(
+            &format!("replicator-n{}", node.id),
+            replicator::STACK,
+            move || replicator::run(link, rx),
+        )?;
         peers.insert(node.id, tx);
     }
     let s = Arc::clone(&shared);
     spawn("raft-listener", 256 << 10, move || {
-        peer_port::listen(raft_listener, s)
+        peer_port::listen(raft_listener, s, snapshots)
     })?;
     let s = Arc::clone(&shared);
     spawn("client-listener", 256 << 10, move || {

@@ -1,26 +1,100 @@
 //! One replicator thread per peer: it owns the outgoing connection to that peer's raft
-//! address and writes the messages the state thread queues for it, one JSON line each.
+//! address, writes the messages the state thread queues for it, one JSON line each,
+//! and streams snapshots to it when the core sends an InstallSnapshot.
 //!
-//! It writes whatever is queued before flushing, so a burst becomes one syscall. It
-//! reconnects with capped exponential backoff, and while the peer is unreachable it
-//! discards queued messages: Raft retransmits (heartbeats, probes), and a channel that
-//! stays full would only make the state thread drop newer messages instead of older.
+//! **Messages.** It writes whatever is queued before flushing, so a burst becomes one
+//! syscall. It reconnects with capped exponential backoff, and while the peer is
+//! unreachable it discards queued messages: Raft retransmits (heartbeats, probes), and
+//! a channel that stays full would only make the state thread drop newer messages
+//! instead of older. The one message that is not retransmitted by itself is
+//! InstallSnapshot (the core waits in its `Snapshot` state until it hears
+//! `SnapshotSent`), so a discarded one is reported as a transfer that ended.
+//!
+//! **Snapshots.** An InstallSnapshot message names a snapshot the leader has on disk;
+//! it is not written to the socket. Instead the replicator streams the snapshot file
+//! over the same connection, in frames (`snapshot_transfer` describes them):
+//!
+//! ```text
+//!  leader (this thread)                                   follower (peer_port)
+//!  InstallSnapshot 42@3 from the queue
+//!  snapshot reader thread: open + verify the file
+//!  offer {42@3, term 5, size} ----------------------->  receive(): keeps a partial file
+//!                            <-----------------------  stored 3 MiB      (resume point)
+//!  chunk @3 MiB  -------------------------------------> write + fdatasync
+//!  Append (heartbeat) --------------------------------> straight to the inbox
+//!  chunk @3.5 MiB  -----------------------------------> write + fdatasync
+//!                            <-----------------------  stored 3.5 MiB
+//!  ...                                                   ...
+//!                            <-----------------------  stored <size>, then, once
+//!                                                        verified, decoded and handed
+//!                            <-----------------------  to the core: done
+//!  SnapshotSent(peer) -> the state thread's inbox
+//! ```
+//!
+//! - *Resume.* The follower answers an offer with the number of bytes it already
+//!   holds durably for that snapshot and leader term (its partial file survives
+//!   dropped connections and restarts), and the replicator starts there. So a
+//!   transfer that failed halfway costs only the other half when the core retries.
+//! - *Flow control.* At most [`Tuning::window`] bytes are sent and not yet
+//!   acknowledged as durable; the follower acknowledges every chunk after its
+//!   fdatasync. The window keeps the socket buffers (and so the queue a heartbeat
+//!   waits behind) short, and bounds what a slow follower has in memory.
+//! - *Heartbeats are never blocked.* Raft messages always go first: before each
+//!   chunk, everything queued for the peer is written. A chunk is at most
+//!   [`Tuning::chunk`] bytes and the window bounds what sits in the socket ahead of a
+//!   heartbeat. The replicator never touches the disk itself: a *snapshot reader*
+//!   thread per transfer opens and verifies the file (a full read, seconds for a big
+//!   snapshot) and reads chunks ahead into a channel of one, so a slow disk delays
+//!   chunks, never messages. On the follower, chunks are written by a separate
+//!   receiver thread, so the peer reader forwards heartbeats while a chunk is being
+//!   fsynced or the finished snapshot decoded.
+//! - *Acknowledgements* come back on the same TCP connection, the only bytes a
+//!   follower ever writes on it. Each connection has a small *ack reader* thread
+//!   that parses them into a channel; the replicator waits on its queue, that channel
+//!   and the snapshot reader's channel at once (`select!`), so it neither blocks on a
+//!   socket read nor polls. (Non-blocking reads on the same socket would tie the
+//!   replicator to a readiness loop and partial-line buffering for no gain; a thread
+//!   that sleeps in `read` costs a small stack.) The ack reader also notices at once
+//!   when the peer closes the connection, where a write-only connection learned it
+//!   only at its next write.
+//! - *The end.* The transfer ends when the follower answers `done` or `failed`, when
+//!   the connection fails, when the snapshot cannot be read (a newer snapshot
+//!   replaced it: the core will name that one next time), when this node moves to a
+//!   newer term, or when nothing progresses for [`Tuning::ack_timeout`] (longer while
+//!   the follower checks and installs the complete file). The replicator then puts
+//!   `SnapshotSent(peer)` in the state thread's inbox, once per transfer;
+//!   the core probes the follower again, and if it still needs the snapshot, sends a
+//!   new InstallSnapshot, which resumes. A timeout also drops the connection, so no
+//!   late answer from the abandoned transfer can be mistaken for a new one's.
+//! - An InstallSnapshot for the snapshot (and term) already being sent continues
+//!   that transfer; one for another snapshot or term replaces it (the core then
+//!   waits for the new one, so the old one is not reported).
+//! - Every transfer logs a line when it starts (with the resume offset), when it ends
+//!   (bytes, milliseconds, MB/s) and when it fails (why).
 
 use std::{
-    io::{BufWriter, Write},
-    net::TcpStream,
+    io::{self, BufReader, BufWriter, Write},
+    net::{Shutdown, TcpStream},
+    thread,
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{bounded, never, select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::{
-    logging::{debug, info},
+    logging::{debug, info, warning},
     peer_port::resolve,
+    shared::Input,
+    snapshot_transfer::{
+        parse_ack_line, write_frame, Ack, AckStatus, Chunk, Frame, Offer, MAX_ACK_LINE, MAX_CHUNK,
+        MAX_SNAPSHOT,
+    },
 };
 use crate::{
-    codec::write_json_line,
-    raft::{Message, NodeId},
+    codec::{read_line, write_json_line, Line},
+    error::Error,
+    raft::{Body, Message, NodeId, Pos, SnapshotMeta, Term},
+    storage::SnapshotStore,
 };
 
 /// Messages waiting for one peer; beyond this the state thread drops new ones.
@@ -34,9 +108,59 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A peer that accepts bytes but never reads them (stopped, or a black hole) gets its
 /// connection dropped after this long; the next message reconnects.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Acknowledgements parsed and not yet handled. A follower sends one per chunk, so a
+/// window's worth is far below this; a peer that floods them is slowed by TCP.
+const ACKS: usize = 64;
+/// Stack size of the ack reader and snapshot reader threads.
+const HELPER_STACK: usize = 128 << 10;
+
+/// How snapshots are streamed. [`Tuning::default`] on a node; tests use small numbers
+/// to see many chunks and short deadlines.
+#[derive(Clone, Debug)]
+pub(crate) struct Tuning {
+    /// Bytes per chunk (at most [`MAX_CHUNK`]). About 700 KB of JSON at the default,
+    /// under the peer reader's 1 MiB line buffer; one fdatasync on the follower each.
+    pub chunk: usize,
+    /// Most bytes sent and not yet acknowledged as durable (at least one chunk).
+    pub window: u64,
+    /// A transfer that makes no progress (no answer, no chunk) for this long failed.
+    pub ack_timeout: Duration,
+    /// Once every byte is durable the follower verifies, decodes and hands over the
+    /// snapshot before answering `done`: it gets `ack_timeout` plus one second per
+    /// this many bytes.
+    pub finish_bytes_per_sec: u64,
+}
+
+impl Default for Tuning {
+    /// 512 KiB chunks, a 4 MiB window, 10 s without progress, 8 MiB/s to finish.
+    fn default() -> Tuning {
+        Tuning {
+            chunk: 512 << 10,
+            window: 4 << 20,
+            ack_timeout: Duration::from_secs(10),
+            finish_bytes_per_sec: 8 << 20,
+        }
+    }
+}
+
+/// What a replicator needs besides its queue.
+pub(crate) struct Link {
+    /// The peer this replicator sends to.
+    pub peer: NodeId,
+    /// The peer's raft address.
+    pub addr: String,
+    /// The state thread's inbox, for `SnapshotSent`.
+    pub inbox: Sender<Input>,
+    /// This node's snapshots, to send from.
+    pub store: SnapshotStore,
+    /// How snapshots are streamed.
+    pub tuning: Tuning,
+}
 
 /// Runs until the state thread drops the sending side of `queue`.
-pub(crate) fn run(peer: NodeId, addr: String, queue: Receiver<Message>) {
+pub(crate) fn run(link: Link, queue: Receiver<Message>) {
+    let peer = link.peer;
+    let addr = link.addr.clone();
     let mut backoff = BACKOFF_MIN;
     let mut reported_down = false;
     loop {
@@ -45,9 +169,20 @@ pub(crate) fn run(peer: NodeId, addr: String, queue: Receiver<Message>) {
                 info!("connected to n{peer} at {addr}");
                 reported_down = false;
                 backoff = BACKOFF_MIN;
-                match pump(stream, &queue) {
+                let mut session = Session {
+                    link: &link,
+                    queue: &queue,
+                    transfer: None,
+                };
+                let result = session.serve(stream);
+                match result {
                     Ok(()) => return, // the node is shutting down
-                    Err(e) => info!("connection to n{peer} at {addr} lost: {e}"),
+                    Err(e) => {
+                        if let Some(t) = session.transfer.take() {
+                            link.end(t, Err(format!("connection lost: {e}")));
+                        }
+                        info!("connection to n{peer} at {addr} lost: {e}");
+                    }
                 }
             }
             Err(e) => {
@@ -59,45 +194,548 @@ pub(crate) fn run(peer: NodeId, addr: String, queue: Receiver<Message>) {
                 }
             }
         }
-        // Wait before the next attempt, discarding what is queued meanwhile.
+        // Wait before the next attempt, discarding what is queued meanwhile. A
+        // discarded InstallSnapshot is a transfer that ended: say so once per wait,
+        // so the core probes again (and does not spin while the peer is down).
         let until = Instant::now() + backoff;
+        let mut discarded_snapshot = false;
         loop {
             match queue.recv_deadline(until) {
-                Ok(_) => continue,
+                Ok(m) => discarded_snapshot |= matches!(m.body, Body::InstallSnapshot { .. }),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+        }
+        if discarded_snapshot {
+            info!("cannot send a snapshot to n{peer}: it is unreachable");
+            link.report_sent();
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-fn connect(addr: &str) -> std::io::Result<TcpStream> {
+fn connect(addr: &str) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&resolve(addr)?, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     Ok(stream)
 }
 
-/// Writes queued messages until the connection fails (`Err`) or the queue is closed
-/// (`Ok`). Flushes only when nothing more is queued.
-fn pump(stream: TcpStream, queue: &Receiver<Message>) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(256 << 10, stream);
-    loop {
-        let message = match queue.try_recv() {
-            Ok(m) => m,
-            Err(TryRecvError::Empty) => {
-                out.flush()?;
-                match queue.recv() {
-                    Ok(m) => m,
-                    Err(_) => return Ok(()),
+impl Link {
+    /// Tells the core that sending its snapshot to this peer ended.
+    fn report_sent(&self) {
+        // Blocking: a lost `SnapshotSent` would leave the core waiting forever. An
+        // error means the state thread has stopped, and nobody waits any more.
+        let _ = self.inbox.send(Input::SnapshotSent(self.peer));
+    }
+
+    /// Ends transfer `t`: logs how it went, and reports it.
+    fn end(&self, t: Transfer, result: Result<(), String>) {
+        let pos = Pos(t.meta.index, t.meta.term);
+        let ms = t.started.elapsed().as_millis();
+        match (result, t.phase) {
+            (
+                Ok(()),
+                Phase::Streaming {
+                    size, resumed_from, ..
+                },
+            ) => {
+                let sent = size - resumed_from;
+                let secs = t.started.elapsed().as_secs_f64().max(1e-6);
+                info!(
+                    "sent snapshot {pos} to n{}: {sent} bytes in {ms} ms ({:.1} MB/s){}",
+                    self.peer,
+                    sent as f64 / secs / 1e6,
+                    if resumed_from > 0 {
+                        format!(", resumed at byte {resumed_from} of {size}")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            (Ok(()), _) => info!("sent snapshot {pos} to n{} in {ms} ms", self.peer),
+            (Err(why), Phase::Streaming { size, acked, .. }) => info!(
+                "sending snapshot {pos} to n{} failed after {ms} ms, with {acked} of {size} \
+                 bytes stored there: {why}",
+                self.peer
+            ),
+            (Err(why), _) => info!(
+                "sending snapshot {pos} to n{} failed after {ms} ms: {why}",
+                self.peer
+            ),
+        }
+        self.report_sent();
+    }
+}
+
+/// One connection's worth of work: its queue, and the transfer under way on it.
+struct Session<'a> {
+    link: &'a Link,
+    queue: &'a Receiver<Message>,
+    /// The snapshot being sent, if any; it never outlives the connection.
+    transfer: Option<Transfer>,
+}
+
+/// What woke the replicator.
+enum Event {
+    Message(Message),
+    QueueClosed,
+    Ack(Ack),
+    AcksClosed,
+    Disk(Disk),
+    DiskClosed,
+    /// The current transfer made no progress for too long.
+    Timeout,
+    /// Nothing happened in a while; look again.
+    Idle,
+}
+
+impl Session<'_> {
+    /// Sends messages and snapshots on `stream` until it fails (`Err`) or the queue
+    /// is closed (`Ok`). A transfer still under way when this returns is the caller's
+    /// to end.
+    fn serve(&mut self, stream: TcpStream) -> io::Result<()> {
+        let mut conn = Conn::open(stream, self.link.peer)?;
+        loop {
+            match self.next_event(&mut conn)? {
+                Event::Message(m) => self.on_message(m, &mut conn)?,
+                Event::QueueClosed => return conn.out.flush(),
+                Event::Ack(ack) => self.on_ack(ack),
+                Event::AcksClosed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the peer closed the connection",
+                    ))
+                }
+                Event::Disk(disk) => self.on_disk(disk, &mut conn)?,
+                Event::DiskClosed => {
+                    if let Some(t) = self.transfer.take() {
+                        self.link
+                            .end(t, Err("the snapshot reader thread stopped".into()));
+                    }
+                }
+                Event::Timeout => {
+                    if let Some(t) = self.transfer.take() {
+                        let ms = t.last_progress.elapsed().as_millis();
+                        let why = format!("no progress for {ms} ms; reconnecting");
+                        self.link.end(t, Err(why));
+                    }
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "a snapshot transfer stalled",
+                    ));
+                }
+                Event::Idle => {}
+            }
+        }
+    }
+
+    /// The next thing to do. Acknowledgements first (bookkeeping only, and they open
+    /// the window), then the deadline, then queued messages, and only then the next
+    /// chunk: a chunk never overtakes a queued message. Flushes before blocking.
+    fn next_event(&mut self, conn: &mut Conn) -> io::Result<Event> {
+        match conn.acks.try_recv() {
+            Ok(ack) => return Ok(Event::Ack(ack)),
+            Err(TryRecvError::Disconnected) => return Ok(Event::AcksClosed),
+            Err(TryRecvError::Empty) => {}
+        }
+        let tuning = &self.link.tuning;
+        let deadline = self.transfer.as_ref().and_then(|t| t.deadline(tuning));
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Event::Timeout);
+        }
+        match self.queue.try_recv() {
+            Ok(m) => return Ok(Event::Message(m)),
+            Err(TryRecvError::Disconnected) => return Ok(Event::QueueClosed),
+            Err(TryRecvError::Empty) => {}
+        }
+        let idle = never();
+        let disk = match &self.transfer {
+            Some(t) if t.wants_disk(tuning) => &t.disk,
+            _ => &idle,
+        };
+        match disk.try_recv() {
+            Ok(d) => return Ok(Event::Disk(d)),
+            Err(TryRecvError::Disconnected) => return Ok(Event::DiskClosed),
+            Err(TryRecvError::Empty) => {}
+        }
+        conn.out.flush()?;
+        let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        Ok(select! {
+            recv(self.queue) -> m => m.map_or(Event::QueueClosed, Event::Message),
+            recv(conn.acks) -> a => a.map_or(Event::AcksClosed, Event::Ack),
+            recv(disk) -> d => d.map_or(Event::DiskClosed, Event::Disk),
+            default(wait) => Event::Idle,
+        })
+    }
+
+    fn on_message(&mut self, m: Message, conn: &mut Conn) -> io::Result<()> {
+        if let Body::InstallSnapshot { meta } = m.body {
+            self.start_transfer(&m, meta);
+            return Ok(());
+        }
+        // Every message but a pre-vote carries the sender's current term: one newer
+        // than the transfer's means this node no longer leads the term it was for.
+        let current = !matches!(m.body, Body::PreVote { .. } | Body::PreVoteResponse { .. });
+        if let Some(t) = self.transfer.take_if(|t| current && m.term > t.term) {
+            let why = format!("this node moved on to term {}", m.term);
+            self.link.end(t, Err(why));
+        }
+        write_json_line(&mut conn.out, &m)
+    }
+
+    fn start_transfer(&mut self, m: &Message, meta: SnapshotMeta) {
+        let (peer, pos) = (self.link.peer, Pos(meta.index, meta.term));
+        if let Some(t) = &self.transfer {
+            if t.meta == meta && t.term == m.term {
+                debug!("snapshot {pos} is already being sent to n{peer}; continuing");
+                return;
+            }
+            info!(
+                "sending snapshot {} (term {}) to n{peer} stopped: the core now sends {pos} (term {})",
+                Pos(t.meta.index, t.meta.term),
+                t.term,
+                m.term
+            );
+        }
+        self.transfer = None;
+        match Transfer::begin(self.link, m, meta) {
+            Ok(t) => self.transfer = Some(t),
+            Err(e) => {
+                warning!("cannot start a thread to read snapshot {pos} for n{peer}: {e}");
+                self.link.report_sent();
+            }
+        }
+    }
+
+    fn on_disk(&mut self, disk: Disk, conn: &mut Conn) -> io::Result<()> {
+        let Some(t) = self.transfer.as_mut() else {
+            return Ok(());
+        };
+        match (disk, &mut t.phase) {
+            (Disk::Opened(size), phase @ Phase::Opening) => {
+                if size > MAX_SNAPSHOT {
+                    let why = format!("the file is {size} bytes, more than a follower accepts");
+                    let t = self.transfer.take().expect("matched above");
+                    self.link.end(t, Err(why));
+                    return Ok(());
+                }
+                *phase = Phase::Offered { size };
+                t.last_progress = Instant::now();
+                let offer = Offer {
+                    from: t.from,
+                    to: self.link.peer,
+                    meta: t.meta,
+                    term: t.term,
+                    size,
+                };
+                write_frame(&mut conn.out, &Frame::Offer(offer))
+            }
+            (Disk::Chunk { offset, data }, Phase::Streaming { next, .. }) if offset == *next => {
+                *next += data.len() as u64;
+                t.last_progress = Instant::now();
+                let chunk = Chunk {
+                    meta: t.meta,
+                    term: t.term,
+                    offset,
+                    data,
+                };
+                write_frame(&mut conn.out, &Frame::Chunk(chunk))
+            }
+            (Disk::Failed(e), _) => {
+                let t = self.transfer.take().expect("matched above");
+                let missing = matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+                if missing {
+                    self.link
+                        .end(t, Err(format!("it is gone (a newer one replaced it): {e}")));
+                } else {
+                    let pos = Pos(t.meta.index, t.meta.term);
+                    warning!("cannot read snapshot {pos} to send it: {e}");
+                    self.link.end(t, Err(format!("cannot read it: {e}")));
+                }
+                Ok(())
+            }
+            (disk, _) => {
+                // The reader thread follows the protocol; this would be a bug here.
+                let t = self.transfer.take().expect("matched above");
+                self.link.end(
+                    t,
+                    Err(format!("unexpected {disk:?} from the snapshot reader")),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        let peer = self.link.peer;
+        let Some(t) = self
+            .transfer
+            .as_mut()
+            .filter(|t| (t.meta, t.term) == (ack.meta, ack.term))
+        else {
+            debug!("ignoring a late answer from n{peer}: {ack:?}");
+            return;
+        };
+        t.last_progress = Instant::now();
+        let result = match (ack.status, &mut t.phase) {
+            (AckStatus::Stored(stored), Phase::Offered { size }) => {
+                let size = *size;
+                if stored > size {
+                    Err(format!(
+                        "n{peer} claims {stored} bytes of a {size}-byte snapshot"
+                    ))
+                } else if t.start.send(stored).is_err() {
+                    Err("the snapshot reader thread stopped".into())
+                } else {
+                    info!(
+                        "sending snapshot {} to n{peer} (term {}): {size} bytes, {}",
+                        Pos(t.meta.index, t.meta.term),
+                        t.term,
+                        if stored > 0 {
+                            format!("resuming at byte {stored} (stored there already)")
+                        } else {
+                            "from the start".to_string()
+                        }
+                    );
+                    t.phase = Phase::Streaming {
+                        size,
+                        resumed_from: stored,
+                        next: stored,
+                        acked: stored,
+                    };
+                    return;
                 }
             }
-            Err(TryRecvError::Disconnected) => {
-                out.flush()?;
-                return Ok(());
+            (AckStatus::Stored(stored), Phase::Streaming { next, acked, .. }) => {
+                if stored > *next {
+                    Err(format!(
+                        "n{peer} claims {stored} bytes stored, but only {next} were sent"
+                    ))
+                } else {
+                    *acked = (*acked).max(stored);
+                    return;
+                }
             }
+            (AckStatus::Stored(_), Phase::Opening) => {
+                debug!("ignoring a late answer from n{peer}: no offer is out yet");
+                return;
+            }
+            (AckStatus::Done, _) => Ok(()),
+            (AckStatus::Failed(why), _) => Err(format!("n{peer} gave up: {why}")),
         };
-        write_json_line(&mut out, &message)?;
+        let t = self.transfer.take().expect("matched above");
+        self.link.end(t, result);
+    }
+}
+
+/// The outgoing connection: a buffered writer, and the acknowledgements its reader
+/// thread parses. Dropping it shuts the socket down, which ends that thread.
+struct Conn {
+    out: BufWriter<TcpStream>,
+    acks: Receiver<Ack>,
+}
+
+impl Conn {
+    fn open(stream: TcpStream, peer: NodeId) -> io::Result<Conn> {
+        let reading = stream.try_clone()?;
+        let (tx, acks) = bounded(ACKS);
+        thread::Builder::new()
+            .name(format!("acks-n{peer}"))
+            .stack_size(HELPER_STACK)
+            .spawn(move || read_acks(reading, peer, &tx))?;
+        Ok(Conn {
+            out: BufWriter::with_capacity(256 << 10, stream),
+            acks,
+        })
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.out.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+/// The ack reader thread: parses acknowledgement lines into `acks` until the
+/// connection ends or the peer sends anything else (then it shuts the socket down, so
+/// the replicator's writes fail too). Returning drops `acks`' sender, which tells the
+/// replicator the connection is over.
+fn read_acks(stream: TcpStream, peer: NodeId, acks: &Sender<Ack>) {
+    let mut reader = BufReader::with_capacity(16 << 10, stream);
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        match read_line(&mut reader, &mut buf, MAX_ACK_LINE) {
+            Ok(Line::Complete) => {}
+            Ok(Line::TooLong) => {
+                warning!(
+                    "n{peer} sent a line over {MAX_ACK_LINE} bytes back; closing the connection"
+                );
+                break;
+            }
+            Ok(Line::Eof) | Ok(Line::Truncated) | Err(_) => break,
+        }
+        match parse_ack_line(&buf) {
+            Ok(ack) => {
+                if acks.send(ack).is_err() {
+                    break; // the replicator moved on
+                }
+            }
+            Err(e) => {
+                warning!("n{peer} sent back something unexpected ({e}); closing the connection");
+                break;
+            }
+        }
+    }
+    let _ = reader.get_ref().shutdown(Shutdown::Both);
+}
+
+/// One snapshot being sent to the peer.
+struct Transfer {
+    meta: SnapshotMeta,
+    /// The leader's term, from the InstallSnapshot message.
+    term: Term,
+    /// This node, the sender.
+    from: NodeId,
+    phase: Phase,
+    /// What the snapshot reader thread produced.
+    disk: Receiver<Disk>,
+    /// Tells the snapshot reader where to start, once the follower said.
+    start: Sender<u64>,
+    started: Instant,
+    /// The last answer from the follower, or the last chunk sent.
+    last_progress: Instant,
+}
+
+/// Where a transfer stands.
+#[derive(Debug)]
+enum Phase {
+    /// The snapshot reader is opening and checking the file.
+    Opening,
+    /// The offer is out; the follower's first answer says where to start.
+    Offered { size: u64 },
+    /// Chunks are flowing.
+    Streaming {
+        size: u64,
+        /// Where this transfer started: what the follower held already.
+        resumed_from: u64,
+        /// Offset of the next chunk to send.
+        next: u64,
+        /// Bytes the follower holds durably.
+        acked: u64,
+    },
+}
+
+/// What the snapshot reader thread sends the replicator.
+#[derive(Debug)]
+enum Disk {
+    /// The file is open and verified; its size.
+    Opened(u64),
+    /// The next chunk.
+    Chunk { offset: u64, data: Vec<u8> },
+    /// Opening or reading failed.
+    Failed(Error),
+}
+
+impl Transfer {
+    /// Starts the snapshot reader thread for `meta`.
+    fn begin(link: &Link, m: &Message, meta: SnapshotMeta) -> io::Result<Transfer> {
+        let (disk_tx, disk) = bounded(1);
+        let (start, start_rx) = bounded(1);
+        let store = link.store.clone();
+        let chunk = link.tuning.chunk.clamp(1, MAX_CHUNK);
+        thread::Builder::new()
+            .name(format!("snapshot-reader-n{}", link.peer))
+            .stack_size(HELPER_STACK)
+            .spawn(move || read_snapshot(&store, meta, chunk, &disk_tx, &start_rx))?;
+        let now = Instant::now();
+        Ok(Transfer {
+            meta,
+            term: m.term,
+            from: m.from,
+            phase: Phase::Opening,
+            disk,
+            start,
+            started: now,
+            last_progress: now,
+        })
+    }
+
+    /// Whether the replicator should take what the snapshot reader has: the open
+    /// file's size, or a chunk that fits in the window.
+    fn wants_disk(&self, tuning: &Tuning) -> bool {
+        match self.phase {
+            Phase::Opening => true,
+            Phase::Offered { .. } => false,
+            Phase::Streaming {
+                size, next, acked, ..
+            } => {
+                let window = tuning.window.max(tuning.chunk as u64);
+                next < size && next.saturating_sub(acked) + tuning.chunk as u64 <= window
+            }
+        }
+    }
+
+    /// How long the transfer may go without progress; unbounded while the file is
+    /// being opened (a local disk read, not the follower's doing), longer once every
+    /// byte is durable there (the follower then checks, decodes and installs it).
+    fn patience(&self, tuning: &Tuning) -> Option<Duration> {
+        match self.phase {
+            Phase::Opening => None,
+            Phase::Streaming { size, acked, .. } if acked >= size => {
+                let rate = tuning.finish_bytes_per_sec.max(1);
+                Some(tuning.ack_timeout + Duration::from_secs(size / rate))
+            }
+            _ => Some(tuning.ack_timeout),
+        }
+    }
+
+    /// When the transfer counts as stalled.
+    fn deadline(&self, tuning: &Tuning) -> Option<Instant> {
+        self.patience(tuning).map(|p| self.last_progress + p)
+    }
+}
+
+/// The snapshot reader thread: opens and verifies snapshot `meta`, reports its size,
+/// waits to learn where to start, then reads it chunk by chunk into `out` (one ahead
+/// of the replicator). It ends at the end of the file, on an error (reported), or
+/// when the replicator drops the transfer.
+fn read_snapshot(
+    store: &SnapshotStore,
+    meta: SnapshotMeta,
+    chunk: usize,
+    out: &Sender<Disk>,
+    start: &Receiver<u64>,
+) {
+    let mut source = match store.open_source(meta) {
+        Ok(source) => source,
+        Err(e) => {
+            let _ = out.send(Disk::Failed(e));
+            return;
+        }
+    };
+    let size = source.size();
+    if out.send(Disk::Opened(size)).is_err() {
+        return;
+    }
+    let Ok(mut offset) = start.recv() else {
+        return;
+    };
+    while offset < size {
+        match source.read_chunk(offset, chunk) {
+            Ok(data) => {
+                let n = data.len() as u64;
+                if n == 0 || out.send(Disk::Chunk { offset, data }).is_err() {
+                    return;
+                }
+                offset += n;
+            }
+            Err(e) => {
+                let _ = out.send(Disk::Failed(e));
+                return;
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     error::Error,
-    raft::{Entry, HardState, Index, Message, NodeId, Role, Term},
+    raft::{Body, Entry, HardState, Index, Message, NodeId, Role, Term},
     replica::{
         turn::{self, Durable, Halt, Observer, Replies, Transport},
         Outcome, Replica, ReplicaReady, Snapshot,
@@ -63,6 +63,7 @@ impl StateLoop {
                 sync_started: None,
                 peers,
                 snapshots,
+                next_turn: Vec::new(),
                 logged: seen,
                 seen,
             },
@@ -85,6 +86,7 @@ impl StateLoop {
             if self.shared.tick_pending.swap(false, Ordering::AcqRel) {
                 self.batch.push(Input::Tick);
             }
+            self.batch.append(&mut self.io.next_turn);
             self.take(first);
             while self.batch.len() < MAX_BATCH {
                 match self.inbox.try_recv() {
@@ -138,6 +140,8 @@ struct NodeIo {
     peers: BTreeMap<NodeId, Sender<Message>>,
     /// The snapshotter thread's queue (one slot).
     snapshots: Sender<Snapshot>,
+    /// Inputs this node gives itself for its next turn.
+    next_turn: Vec<Input>,
     /// Role, term and leader as last logged, and as last observed.
     logged: Seen,
     seen: Seen,
@@ -269,9 +273,18 @@ impl Transport for NodeIo {
         if logging::enabled(Level::Debug) {
             debug!("send {message}");
         }
-        match tx.try_send(message) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(m)) => debug!("queue to n{} full; dropped {m}", m.to),
+        let dropped = match tx.try_send(message) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(m)) => m,
+            Err(TrySendError::Full(m)) => {
+                debug!("queue to n{} full; dropped {m}", m.to);
+                m
+            }
+        };
+        // A lost InstallSnapshot never reaches a replicator, so none would report the
+        // transfer's end, and the core would wait for it forever: report it here.
+        if let Body::InstallSnapshot { .. } = dropped.body {
+            self.next_turn.push(Input::SnapshotSent(dropped.to));
         }
         Ok(())
     }
