@@ -127,16 +127,19 @@ impl Log {
         self.unstable_from = self.unstable_from.min(index);
     }
 
-    /// Drops the entries up to and including `upto`, which a durable snapshot covers.
-    /// They must be durable themselves (the caller compacts only applied entries).
-    pub fn compact(&mut self, upto: Index) {
+    /// Removes the entries up to and including `upto`, which a durable snapshot covers,
+    /// and returns them. They must be durable themselves (the caller compacts only
+    /// applied entries). Freeing a large prefix takes a while, so the caller may drop
+    /// the returned entries elsewhere; only the entries kept are moved here.
+    pub fn compact(&mut self, upto: Index) -> Vec<Entry> {
         if upto <= self.base.index {
-            return;
+            return Vec::new();
         }
         assert!(upto <= self.stable, "only durable entries are compacted");
         let term = self.term(upto).expect("a held entry");
-        self.entries.drain(..(upto - self.base.index) as usize);
+        let kept = self.entries.split_off((upto - self.base.index) as usize);
         self.base = SnapshotMeta { index: upto, term };
+        std::mem::replace(&mut self.entries, kept)
     }
 
     /// Replaces the whole log by a snapshot's position: a follower installed a snapshot

@@ -368,9 +368,10 @@ impl RaftNode {
     /// Drops the log's entries up to `upto` (at most the newest snapshot's index): the
     /// caller keeps a few entries behind the snapshot, so that a follower that lags
     /// only a little catches up from the log rather than by a snapshot.
-    pub fn compact(&mut self, upto: Index) {
+    /// Returns the entries removed (the caller decides where to free them).
+    pub fn compact(&mut self, upto: Index) -> Vec<Entry> {
         let upto = upto.min(self.snapshot.index).min(self.log.stable());
-        self.log.compact(upto);
+        self.log.compact(upto)
     }
 
     /// The runtime finished sending this leader's snapshot to `peer`, or gave up on it.

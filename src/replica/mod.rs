@@ -176,6 +176,9 @@ pub struct ReplicaReady<T> {
     pub take_snapshot: Option<Snapshot>,
     /// The log's entries up to here may go from disk: a durable snapshot covers them.
     pub compact_to: Option<Index>,
+    /// Entries compaction removed from memory: freeing a large batch of them takes a
+    /// while, so the runtime may free them off the state thread.
+    pub removed_entries: Vec<Entry>,
 }
 
 impl<T> ReplicaReady<T> {
@@ -225,6 +228,8 @@ pub struct Replica<T> {
     incoming: Option<Snapshot>,
     /// The log was compacted up to here since the last `ready`.
     compact_to: Option<Index>,
+    /// Entries compaction removed from memory since the last `ready`.
+    removed_entries: Vec<Entry>,
 }
 
 impl<T> Replica<T> {
@@ -261,6 +266,7 @@ impl<T> Replica<T> {
             saving_snapshot: false,
             incoming: None,
             compact_to: None,
+            removed_entries: Vec::new(),
             now: 0,
             pending_writes: BTreeMap::new(),
             pending_reads: HashMap::new(),
@@ -406,8 +412,14 @@ impl<T> Replica<T> {
         self.saving_snapshot = false;
         self.node.snapshot_saved(meta);
         let before = self.node.log().base().index;
-        self.node
+        let removed = self
+            .node
             .compact(meta.index.saturating_sub(self.config.trailing_entries()));
+        if self.removed_entries.is_empty() {
+            self.removed_entries = removed; // a move, not a copy of every entry
+        } else {
+            self.removed_entries.extend(removed);
+        }
         let after = self.node.log().base().index;
         if after > before {
             self.compact_to = Some(after);
@@ -496,6 +508,7 @@ impl<T> Replica<T> {
             replies,
             take_snapshot: self.maybe_take_snapshot(),
             compact_to: self.compact_to.take(),
+            removed_entries: std::mem::take(&mut self.removed_entries),
         }
     }
 

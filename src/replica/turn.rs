@@ -56,6 +56,11 @@ pub trait Durable {
     /// Starts saving `snapshot` in the background; when it is durable, the runtime
     /// feeds [`Input::SnapshotSaved`] in.
     fn save_snapshot(&mut self, snapshot: Snapshot);
+    /// Log entries compaction removed from memory: the runtime frees them where it
+    /// costs the state thread nothing (dropping them is the default).
+    fn free(&mut self, entries: Vec<Entry>) {
+        drop(entries);
+    }
 }
 
 /// Where messages to peers go. Delivery is never promised: Raft retransmits.
@@ -162,6 +167,9 @@ where
     }
     if let Some(upto) = ready.compact_to {
         io.compact_log(upto)?;
+    }
+    if !ready.removed_entries.is_empty() {
+        io.free(std::mem::take(&mut ready.removed_entries));
     }
     send_all(&mut ready.messages, io)?;
     for (to, outcome) in ready.replies.drain(..) {

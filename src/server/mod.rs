@@ -239,9 +239,10 @@ pub fn run(options: NodeOptions) -> Result<()> {
         boot.me.raft, boot.me.client, options.tick_ms
     );
     let (snapshot_tx, snapshot_rx) = bounded(1);
+    let (garbage_tx, garbage_rx) = bounded(4);
     let (store, inbox) = (boot.storage.snapshot_store(), shared.inbox.clone());
     spawn("snapshotter", 1 << 20, move || {
-        snapshotter::run(store, snapshot_rx, inbox)
+        snapshotter::run(store, snapshot_rx, garbage_rx, inbox)
     })?;
     let state = StateLoop::new(
         Arc::clone(&shared),
@@ -249,6 +250,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         inbox_rx,
         peers,
         snapshot_tx,
+        garbage_tx,
     );
     let inbox = thread::Builder::new()
         .name("state".into())

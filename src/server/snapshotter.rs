@@ -9,20 +9,39 @@
 //! keep the newest two). Only then does the state thread hear `SnapshotSaved`, and
 //! only then may the log behind the snapshot go: the order of DESIGN's "snapshot
 //! durable, then the log behind it deleted".
+//!
+//! It also frees the log entries compaction removes from memory: dropping a few
+//! hundred thousand entries takes tens of milliseconds, which the state thread (and the
+//! heartbeats it sends) should not spend.
 
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 
 use super::{
     logging::{error, info},
     shared::Input,
 };
-use crate::{replica::Snapshot, storage::SnapshotStore};
+use crate::{raft::Entry, replica::Snapshot, storage::SnapshotStore};
 
 /// Runs until the state thread drops the sending side of `queue`.
-pub(crate) fn run(store: SnapshotStore, queue: Receiver<Snapshot>, inbox: Sender<Input>) {
-    for snapshot in queue {
+pub(crate) fn run(
+    store: SnapshotStore,
+    queue: Receiver<Snapshot>,
+    garbage: Receiver<Vec<Entry>>,
+    inbox: Sender<Input>,
+) {
+    loop {
+        let snapshot = select! {
+            recv(queue) -> s => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+            recv(garbage) -> entries => {
+                drop(entries);
+                continue;
+            }
+        };
         let meta = snapshot.meta;
         let started = Instant::now();
         let body = snapshot.encode();

@@ -52,6 +52,7 @@ impl StateLoop {
         inbox: Receiver<Input>,
         peers: BTreeMap<NodeId, Sender<Message>>,
         snapshots: Sender<Snapshot>,
+        garbage: Sender<Vec<Entry>>,
     ) -> StateLoop {
         let seen = Seen::of(&shared.replica.lock());
         logging::set_term(seen.term);
@@ -63,6 +64,7 @@ impl StateLoop {
                 sync_started: None,
                 peers,
                 snapshots,
+                garbage,
                 next_turn: Vec::new(),
                 logged: seen,
                 seen,
@@ -140,6 +142,8 @@ struct NodeIo {
     peers: BTreeMap<NodeId, Sender<Message>>,
     /// The snapshotter thread's queue (one slot).
     snapshots: Sender<Snapshot>,
+    /// Compacted log entries for the snapshotter thread to free.
+    garbage: Sender<Vec<Entry>>,
     /// Inputs this node gives itself for its next turn.
     next_turn: Vec<Input>,
     /// Role, term and leader as last logged, and as last observed.
@@ -236,6 +240,11 @@ impl Durable for NodeIo {
     /// Hands the frozen snapshot to the snapshotter thread; it reports back through
     /// the inbox. The replica has at most one snapshot in flight, so the one-slot
     /// queue is free unless the snapshotter died.
+    /// Off the state thread; if the snapshotter is busy and its queue full, here.
+    fn free(&mut self, entries: Vec<Entry>) {
+        let _ = self.garbage.try_send(entries);
+    }
+
     fn save_snapshot(&mut self, snapshot: Snapshot) {
         if self.snapshots.try_send(snapshot).is_err() {
             error!("the snapshotter is not taking snapshots; none is saved");
