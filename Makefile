@@ -19,6 +19,8 @@ BIN     ?= target/release/raftkv
 CLUSTER ?= cluster.json
 DATA    ?= cluster-data
 NODES   := 1 2 3
+# Extra `raftkv node` flags for every node, e.g. NODE_ARGS="--snapshot-entries 50"
+NODE_ARGS ?=
 RAFT_BASE   ?= 7000
 CLIENT_BASE ?= 8000
 # `make restart 2` as well as `make restart N=2`
@@ -58,7 +60,7 @@ START_NODE = mkdir -p $(DATA); \
 	  echo "n$$i already running (pid $$(cat $(DATA)/n$$i.pid))"; \
 	else \
 	  ulimit -n $$(ulimit -Hn) 2>/dev/null; \
-	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
+	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i $(NODE_ARGS) \
 	    >>$(DATA)/n$$i.log 2>&1 < /dev/null & echo $$! > $(DATA)/n$$i.pid; \
 	  echo "started n$$i (pid $$(cat $(DATA)/n$$i.pid)), log $(DATA)/n$$i.log"; \
 	fi
@@ -126,7 +128,7 @@ run: build $(CLUSTER)
 	@trap '' INT TERM; \
 	for i in $(NODES); do \
 	  color=$$((30 + $$i)); \
-	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i ) 2>&1 \
+	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i $(NODE_ARGS) ) 2>&1 \
 	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" & \
 	done; \
 	wait
