@@ -73,8 +73,24 @@
 //! uncommitted proposals in `Ready::aborted_from`: their outcome is unknown (they may
 //! still commit under the next leader), never "refused".
 //!
+//! **Log compaction** (§7). The core knows a snapshot only by its position
+//! (`SnapshotMeta`: last included index and term); its contents belong to the state
+//! machine and storage. The runtime tells the core when a snapshot it took is durable
+//! (`snapshot_saved`) and how far to drop the log behind it (`compact`; a few entries
+//! stay so a follower that lags a little catches up from the log). The log then starts
+//! after its `base`, whose term it still knows for the consistency check. A leader that
+//! would have to send a follower an entry it no longer holds sends `InstallSnapshot`
+//! instead and moves that follower's `Progress` to its `Snapshot` state: nothing but
+//! heartbeats (checked against the snapshot's position) until the runtime reports the
+//! transfer over (`snapshot_sent`) or the follower acknowledges the snapshot's index;
+//! then it probes again. A follower applies the etcd/LogCabin rules: a snapshot at or
+//! below its commit index is ignored; one whose last entry its log already holds
+//! commits up to it and keeps the log after it; any other replaces the whole log
+//! (`Ready::installed`, made durable before the acknowledgement leaves). An append that
+//! starts below the follower's commit index is answered with the commit index (those
+//! entries are the same everywhere, and may be compacted).
+//!
 //! ## Not implemented yet (honest list)
-//! - Log compaction and snapshots (§7): the whole log stays in memory and on disk.
 //! - Membership changes (§6): the member set is fixed at start.
 //! - Leadership transfer (thesis §3.10) and leader leases for reads without a round trip.
 //! - Flow control by bytes in flight (only by batch count).
