@@ -1174,7 +1174,7 @@ mod tests {
         // Writes are answered ok and dropped; every read finds the key absent. A read
         // after an acknowledged put must see it, so the history has no linearization.
         let me = Arc::new(Mutex::new(String::new()));
-        let mut honest = fake::kv(1, me.clone());
+        let mut honest = fake::kv(1, me.clone(), Default::default());
         let liar = fake::Fake::start(move |r| match r["op"].as_str() {
             Some("status") => honest(r),
             Some("get") => fake::Action::Reply(json!({"ok": true, "value": null})),
