@@ -742,3 +742,51 @@ fn the_session_limit_pushes_out_the_least_recently_active_session() {
         assert_eq!(value_at(&sim, id, "k").as_deref(), Some("123"), "n{id}");
     }
 }
+
+/// The leader's cluster clock (LogCabin's cluster clock, thesis §6.3): stamps advance
+/// with the leader's ticks, never go backwards along the log, and a new leader resumes
+/// from the stamps it holds, including after the old leader was cut off.
+#[test]
+fn cluster_time_stamps_advance_with_ticks_and_never_go_backwards_across_leaders() {
+    let mut sim = sim(23, 3);
+    let ids = sim.ids().to_vec();
+    let mut leader = elect(&mut sim);
+    let stamps = |sim: &Sim, id: NodeId| -> Vec<u64> {
+        sim.durable_log(id)
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Command(c) => Some(c.stamp.time),
+                Payload::Noop => None,
+            })
+            .collect()
+    };
+    for round in 0..4 {
+        assert_eq!(
+            call(&mut sim, leader, put("k", &format!("{round}a"))),
+            Outcome::Written
+        );
+        run(&mut sim, 100, "idle");
+        assert_eq!(
+            call(&mut sim, leader, put("k", &format!("{round}b"))),
+            Outcome::Written
+        );
+        let times = stamps(&sim, leader);
+        let (before, after) = (times[times.len() - 2], times[times.len() - 1]);
+        assert!(
+            after >= before + 100 * 30,
+            "100 ticks of 30 ms passed between the stamps {before} and {after}"
+        );
+        sim.links().isolate(leader, &ids);
+        leader = elect_other_than(&mut sim, leader);
+        sim.links().heal();
+    }
+    assert_eq!(call(&mut sim, leader, put("k", "end")), Outcome::Written);
+    let times = stamps(&sim, leader);
+    assert_eq!(times.len(), 9);
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "stamps went backwards: {times:?}"
+    );
+    let clock = sim.replica(leader).unwrap().store().clock();
+    assert_eq!(clock, *times.last().unwrap());
+}

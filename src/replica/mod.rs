@@ -537,20 +537,17 @@ impl<T> Replica<T> {
                     message: session_expired_message(command, &result),
                     leader: None,
                 },
-                Some((_, WriteResult::SeqReused { seq })) => Outcome::Failed {
+                Some((command, WriteResult::SeqReused { seq })) => Outcome::Failed {
                     code: ErrorCode::BadRequest,
-                    message: format!(
-                        "seq {seq} of this client was already used for a different write, so \
-                         this one is not a retry and was not applied; is another process using \
-                         the same client name?"
-                    ),
+                    message: seq_reused_message(command, seq),
                     leader: None,
                 },
-                Some((_, WriteResult::StaleSeq { last_seq })) => Outcome::Failed {
+                Some((command, WriteResult::StaleSeq { last_seq })) => Outcome::Failed {
                     code: ErrorCode::BadRequest,
                     message: format!(
-                        "seq is older than {last_seq}, the newest applied for this client; \
-                         its result is no longer kept"
+                        "seq is older than {last_seq}, the newest applied for this {}; its \
+                         result is no longer kept",
+                        session_word(command)
                     ),
                     leader: None,
                 },
@@ -658,6 +655,28 @@ impl<T> Replica<T> {
             };
             self.replies.push((read.token, outcome));
         }
+    }
+}
+
+/// "client" for a named session (the word the protocol has always used), "session"
+/// for a registered one.
+fn session_word(command: &Command) -> &'static str {
+    match command.session.as_ref().map(|s| &s.id) {
+        Some(SessionId::Registered(_)) => "session",
+        _ => "client",
+    }
+}
+
+fn seq_reused_message(command: &Command, seq: u64) -> String {
+    match command.session.as_ref().map(|s| &s.id) {
+        Some(SessionId::Registered(n)) => format!(
+            "seq {seq} of session {n} was already used for a different write, so this one \
+             is not a retry and was not applied; is another process using the same session?"
+        ),
+        _ => format!(
+            "seq {seq} of this client was already used for a different write, so this one is \
+             not a retry and was not applied; is another process using the same client name?"
+        ),
     }
 }
 
