@@ -189,10 +189,12 @@ impl Store {
         }
         self.clock = self.clock.max(stamp.time);
         let timeout = self.limits.timeout_ms;
-        while let Some((last_active, id)) = self.by_activity.get_min().cloned() {
+        // Peek first: the common case (nothing expires) costs one lookup, no copy.
+        while let Some((last_active, id)) = self.by_activity.get_min() {
             if last_active.saturating_add(timeout) > self.clock {
                 break;
             }
+            let id = id.clone();
             self.remove_session(&id);
         }
         // New rules may have lowered the maximum.
@@ -200,12 +202,14 @@ impl Store {
             self.remove_least_active();
         }
         let tombstone_life = timeout.saturating_mul(2);
-        while let Some((last_active, name)) = self.tombstones_by_activity.get_min().cloned() {
+        while let Some((last_active, _)) = self.tombstones_by_activity.get_min() {
             if last_active.saturating_add(tombstone_life) > self.clock {
                 break;
             }
-            self.tombstones_by_activity
-                .remove(&(last_active, name.clone()));
+            let (_, name) = self
+                .tombstones_by_activity
+                .remove_min()
+                .expect("just looked at it");
             self.tombstones.remove(&name);
         }
     }
