@@ -1,4 +1,5 @@
-//! The cluster file (docs/protocol.md §2): which nodes exist and where they listen.
+//! The cluster file (docs/protocol.md §2): which nodes exist and where they listen,
+//! and the cluster's rules for client sessions.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -6,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
+    kv::SessionLimits,
     raft::NodeId,
 };
 
@@ -23,7 +25,27 @@ pub struct NodeSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     pub nodes: Vec<NodeSpec>,
+    /// The optional session keys (stored with the membership, so a node keeps the
+    /// rules it was created with).
+    #[serde(flatten)]
+    pub sessions: SessionSettings,
 }
+
+/// The cluster file's optional session keys (docs/protocol.md §2 and §3.6). Absent keys
+/// take the defaults of [`SessionLimits`]; absent keys are not written back either, so
+/// a stored membership from before these keys existed reads and compares the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSettings {
+    /// A client session idle this long (in seconds of cluster time) expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout_secs: Option<u64>,
+    /// At most this many client sessions exist at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u64>,
+}
+
+/// The largest `session_timeout_secs` accepted: about 136 years.
+const MAX_SESSION_TIMEOUT_SECS: u64 = u32::MAX as u64;
 
 impl ClusterConfig {
     pub fn load(path: &Path) -> Result<ClusterConfig> {
@@ -61,7 +83,29 @@ impl ClusterConfig {
                 )));
             }
         }
+        if let Some(secs) = self.sessions.session_timeout_secs {
+            if !(1..=MAX_SESSION_TIMEOUT_SECS).contains(&secs) {
+                return Err(Error::Config(format!(
+                    "\"session_timeout_secs\" must be from 1 to {MAX_SESSION_TIMEOUT_SECS}"
+                )));
+            }
+        }
+        if self.sessions.max_sessions == Some(0) {
+            return Err(Error::Config("\"max_sessions\" must be at least 1".into()));
+        }
         Ok(())
+    }
+
+    /// The session rules the file sets (defaults for absent keys).
+    pub fn session_limits(&self) -> SessionLimits {
+        let defaults = SessionLimits::default();
+        SessionLimits {
+            timeout_ms: self
+                .sessions
+                .session_timeout_secs
+                .map_or(defaults.timeout_ms, |s| s * 1000),
+            max_sessions: self.sessions.max_sessions.unwrap_or(defaults.max_sessions),
+        }
     }
 
     pub fn node(&self, id: NodeId) -> Option<&NodeSpec> {
@@ -87,6 +131,43 @@ mod tests {
         .unwrap();
         assert_eq!(c.nodes.len(), 2);
         assert_eq!(c.node(2).unwrap().client, "127.0.0.1:8002");
+    }
+
+    #[test]
+    fn session_keys_are_optional_and_checked() {
+        let plain = r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2"}]}"#;
+        let c = ClusterConfig::parse(plain).unwrap();
+        assert_eq!(c.session_limits(), SessionLimits::default());
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            plain,
+            "stored as before"
+        );
+        let c = ClusterConfig::parse(
+            r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2"}],
+                "session_timeout_secs":90,"max_sessions":500}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.session_limits(),
+            SessionLimits {
+                timeout_ms: 90_000,
+                max_sessions: 500
+            }
+        );
+        let back: ClusterConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        for bad in [
+            r#""session_timeout_secs":0"#,
+            r#""session_timeout_secs":-1"#,
+            r#""session_timeout_secs":"1h""#,
+            r#""session_timeout_secs":1e20"#,
+            r#""max_sessions":0"#,
+        ] {
+            let text = format!(r#"{{"nodes":[{{"id":1,"raft":"a:1","client":"a:2"}}],{bad}}}"#);
+            assert!(ClusterConfig::parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum Op {
         op: WriteOp,
         session: Option<Session>,
     },
+    /// Open a registered session (docs/protocol.md §3.6).
+    Register,
     Status,
 }
 
@@ -49,6 +51,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The request itself is wrong.
     BadRequest,
+    /// Not applied by this request: its session expired (or never existed). An
+    /// earlier attempt of the same write may have been applied before it expired.
+    SessionExpired,
 }
 
 impl ErrorCode {
@@ -58,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::SessionExpired => "session_expired",
         }
     }
 }
@@ -122,12 +128,15 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
                 session,
             }
         }
+        "register" => Op::Register,
         "status" => Op::Status,
         other => {
             let shown: String = other.chars().take(40).collect();
             return Err(bad(
                 &id,
-                format!("unknown op {shown:?} (expected get, put, append, delete or status)"),
+                format!(
+                    "unknown op {shown:?} (expected get, put, append, delete, register or status)"
+                ),
             ));
         }
     };
@@ -158,28 +167,40 @@ fn value_field(obj: &Map<String, Value>) -> Result<String, String> {
     }
 }
 
+/// The exactly-once fields of a write: `session` + `seq` (registered), `client` + `seq`
+/// (named), or none of them.
 fn session_fields(obj: &Map<String, Value>) -> Result<Option<Session>, String> {
-    let client = obj.get("client").filter(|v| !v.is_null());
-    let seq = obj.get("seq").filter(|v| !v.is_null());
-    match (client, seq) {
-        (None, None) => Ok(None),
-        (Some(Value::String(c)), Some(s)) => {
+    let present = |name| obj.get(name).filter(|v| !v.is_null());
+    let (session, client, seq) = (present("session"), present("client"), present("seq"));
+    let seq = match seq {
+        None => None,
+        Some(s) => match s.as_u64() {
+            Some(seq) if seq >= 1 => Some(seq),
+            _ => return Err("\"seq\" must be an integer from 1 to 2^64-1".into()),
+        },
+    };
+    match (session, client, seq) {
+        (None, None, None) => Ok(None),
+        (Some(_), Some(_), _) => Err("give \"session\" or \"client\", not both".into()),
+        (Some(n), None, Some(seq)) => match n.as_u64() {
+            Some(n) if n >= 1 => Ok(Some(Session::registered(n, seq))),
+            _ => Err("\"session\" must be a session number from register".into()),
+        },
+        (Some(_), None, None) => Err("\"session\" and \"seq\" must be given together".into()),
+        (None, Some(Value::String(c)), Some(seq)) => {
             if c.is_empty() {
                 return Err("\"client\" must be a non-empty string".into());
             }
             if c.len() > MAX_KEY_BYTES {
                 return Err(format!("\"client\" is longer than {MAX_KEY_BYTES} bytes"));
             }
-            match s.as_u64() {
-                Some(seq) if seq >= 1 => Ok(Some(Session {
-                    client: c.clone(),
-                    seq,
-                })),
-                _ => Err("\"seq\" must be an integer from 1 to 2^64-1".into()),
-            }
+            Ok(Some(Session::named(c.clone(), seq)))
         }
-        (Some(_), Some(_)) => Err("\"client\" must be a non-empty string".into()),
-        _ => Err("\"client\" and \"seq\" must be given together".into()),
+        (None, Some(Value::String(_)), None) => {
+            Err("\"client\" and \"seq\" must be given together".into())
+        }
+        (None, Some(_), _) => Err("\"client\" must be a non-empty string".into()),
+        (None, None, Some(_)) => Err("\"seq\" needs \"session\" (or \"client\") beside it".into()),
     }
 }
 
@@ -198,6 +219,13 @@ pub fn ok_response(id: Option<Value>, extra: Map<String, Value>) -> Value {
 pub fn value_response(id: Option<Value>, value: Option<String>) -> Value {
     let mut extra = Map::new();
     extra.insert("value".into(), value.map_or(Value::Null, Value::String));
+    ok_response(id, extra)
+}
+
+/// Builds `{"ok":true,"session":N}`, the answer to a `register`.
+pub fn registered_response(id: Option<Value>, session: u64) -> Value {
+    let mut extra = Map::new();
+    extra.insert("session".into(), Value::from(session));
     ok_response(id, extra)
 }
 
@@ -273,10 +301,7 @@ mod tests {
                 op: WriteOp::Put {
                     value: "bar".into()
                 },
-                session: Some(Session {
-                    client: "c7".into(),
-                    seq: 1
-                })
+                session: Some(Session::named("c7", 1))
             }
         );
         let r = parse(r#"{"op":"get","key":"foo","id":42}"#).unwrap();
@@ -305,6 +330,62 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn parses_register_and_the_registered_session_form() {
+        let r = parse(r#"{"op":"register","id":"r"}"#).unwrap();
+        assert_eq!((r.op, r.id), (Op::Register, Some(json!("r"))));
+        let r = parse(r#"{"op":"append","key":"k","value":"v","session":12,"seq":3}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Op::Write {
+                key: "k".into(),
+                op: WriteOp::Append { value: "v".into() },
+                session: Some(Session::registered(12, 3))
+            }
+        );
+        // null counts as absent, as for client and seq; so does the session on a get.
+        let r = parse(r#"{"op":"delete","key":"k","session":null,"seq":null}"#).unwrap();
+        assert!(matches!(r.op, Op::Write { session: None, .. }));
+        assert!(parse(r#"{"op":"get","key":"k","session":"x"}"#).is_ok());
+        for (line, message) in [
+            (
+                r#"{"op":"put","key":"k","value":"v","session":1,"client":"c","seq":1}"#,
+                "not both",
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","session":1}"#,
+                "together",
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","session":0,"seq":1}"#,
+                "session number",
+            ),
+            (
+                r#"{"op":"put","key":"k","value":"v","session":"7","seq":1}"#,
+                "session number",
+            ),
+            (r#"{"op":"put","key":"k","value":"v","seq":4}"#, "needs"),
+            (r#"{"op":"regster"}"#, "register"),
+        ] {
+            let err = parse(line).expect_err(line);
+            assert!(err.message.contains(message), "{line}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn the_register_answer_and_the_session_expired_code() {
+        assert_eq!(
+            registered_response(Some(json!(4)), 17),
+            json!({"id": 4, "ok": true, "session": 17})
+        );
+        let v = error_response(None, ErrorCode::SessionExpired, "gone", None, None);
+        assert_eq!(v["error"], "session_expired");
+        assert_eq!(
+            serde_json::from_value::<ErrorCode>(json!("session_expired")).unwrap(),
+            ErrorCode::SessionExpired
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! test names its seed; a failure message carries it so the run can be replayed.
 
 use raftkv::{
-    kv::{Command, Session, WriteOp},
+    kv::{Command, Session, SessionId, SessionLimits, WriteOp},
     protocol::ErrorCode,
     raft::{NodeId, Payload, Role},
     replica::{ClientOp, Outcome},
@@ -55,26 +55,33 @@ fn elect_other_than(sim: &mut Sim, old: NodeId) -> NodeId {
 }
 
 fn put(key: &str, value: &str) -> ClientOp {
-    ClientOp::Write(Command {
-        key: key.into(),
-        op: WriteOp::Put {
+    ClientOp::Write(Command::write(
+        key,
+        WriteOp::Put {
             value: value.into(),
         },
-        session: None,
-    })
+        None,
+    ))
 }
 
 fn append(key: &str, value: &str, client: &str, seq: u64) -> ClientOp {
-    ClientOp::Write(Command {
-        key: key.into(),
-        op: WriteOp::Append {
+    ClientOp::Write(Command::write(
+        key,
+        WriteOp::Append {
             value: value.into(),
         },
-        session: Some(Session {
-            client: client.into(),
-            seq,
-        }),
-    })
+        Some(Session::named(client, seq)),
+    ))
+}
+
+fn append_in(session: u64, seq: u64, key: &str, value: &str) -> ClientOp {
+    ClientOp::Write(Command::write(
+        key,
+        WriteOp::Append {
+            value: value.into(),
+        },
+        Some(Session::registered(session, seq)),
+    ))
 }
 
 fn get(key: &str) -> ClientOp {
@@ -567,4 +574,219 @@ fn crash_restart_churn_with_mid_turn_crashes_on_an_unreliable_network_stays_corr
         cfg.trace = 40;
         run_with_clients(cfg, 1500);
     }
+}
+
+fn expect_session_expired(outcome: Outcome, what: &str) {
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Failed {
+                code: ErrorCode::SessionExpired,
+                ..
+            }
+        ),
+        "{what}: {outcome:?}"
+    );
+}
+
+/// Thesis §6.3: idle sessions expire by cluster time carried in the log, so every
+/// replica removes them at the same index, including a replica that was cut off and
+/// catches up later, and across a change of leader (the new one resumes the clock from
+/// the stamps it holds). A late retry of a write of the expired session is refused with
+/// `session_expired` and not applied; so is the retry of a named client's write.
+#[test]
+fn idle_sessions_expire_at_the_same_index_everywhere_and_a_late_retry_is_refused() {
+    let mut cfg = SimConfig::new(21, 3);
+    cfg.trace = 40;
+    // 600 ms of cluster time: 20 ticks of 30 ms.
+    cfg.replica.sessions = SessionLimits {
+        timeout_ms: 600,
+        max_sessions: 100,
+    };
+    // Snapshots all the time, so the byte-identical-snapshot invariant compares the
+    // session tables of the replicas too.
+    cfg.replica.snapshot_entries = 2;
+    let mut sim = Sim::new(cfg);
+    let a = elect(&mut sim);
+    let Outcome::Registered(session) = call(&mut sim, a, ClientOp::Register) else {
+        panic!("register was not answered with a session")
+    };
+    let first = append_in(session, 1, "k", "a");
+    assert_eq!(call(&mut sim, a, first.clone()), Outcome::Written);
+
+    // The leader is cut off; another takes over, resuming cluster time from the stamps
+    // it holds. A named client writes through it.
+    let ids = sim.ids().to_vec();
+    sim.links().isolate(a, &ids);
+    let b = elect_other_than(&mut sim, a);
+    assert_eq!(
+        call(&mut sim, b, append("k", "n", "named", 1)),
+        Outcome::Written
+    );
+    let named_at = sim.replica(b).unwrap().node().last_index();
+    // Time passes beyond the timeout (25 ticks: 750 ms), but nothing is stamped, so
+    // nothing expires yet: expiry only ever happens at an index.
+    run(&mut sim, 25, "idle");
+    let registered = SessionId::Registered(session);
+    for &id in &ids {
+        let store = sim.replica(id).unwrap().store();
+        assert!(store.has_session(&registered), "n{id} expired it early");
+    }
+
+    // Any command is stamped with the new leader's clock: both sessions expire at its
+    // index, on every replica, the cut-off one included once it catches up.
+    assert_eq!(call(&mut sim, b, put("other", "x")), Outcome::Written);
+    let expiry = sim.replica(b).unwrap().node().last_index();
+
+    // The late retry of the first write: refused, not applied. A new write of the
+    // expired session likewise, and the named client's retry too (its tombstone
+    // refuses seqs it had seen for one more timeout).
+    expect_session_expired(call(&mut sim, b, first), "retry after expiry");
+    let second = append_in(session, 2, "k", "b");
+    expect_session_expired(call(&mut sim, b, second), "new write after expiry");
+    let named_retry = append("k", "n", "named", 1);
+    expect_session_expired(call(&mut sim, b, named_retry), "named retry");
+
+    sim.links().heal();
+    let last = sim.replica(b).unwrap().node().last_index();
+    let named = SessionId::Named("named".into());
+    let mut checked = 0;
+    let caught_up = sim.run_until(20 * ELECTION, |s| {
+        for &id in s.ids() {
+            let r = s.replica(id).unwrap();
+            let applied = r.node().applied_index();
+            assert_eq!(
+                r.store().has_session(&registered),
+                applied < expiry,
+                "n{id} at applied index {applied}: {registered} should expire at {expiry}"
+            );
+            assert_eq!(
+                r.store().has_session(&named),
+                (named_at..expiry).contains(&applied),
+                "n{id} at applied index {applied}: {named} should live from {named_at} \
+                 to {expiry}"
+            );
+            checked += 1;
+        }
+        applied_everywhere(s, last)
+    });
+    ensure(&sim, caught_up, "the cut-off node did not catch up");
+    assert!(checked > 3);
+    for &id in &ids {
+        assert_eq!(value_at(&sim, id, "k").as_deref(), Some("an"), "n{id}");
+    }
+
+    // Going on: a new session, and the named client with a newer seq.
+    let Outcome::Registered(renewed) = call(&mut sim, b, ClientOp::Register) else {
+        panic!("register was not answered with a session")
+    };
+    assert!(renewed > session, "session numbers are never reused");
+    assert_eq!(
+        call(&mut sim, b, append_in(renewed, 1, "k", "b")),
+        Outcome::Written
+    );
+    assert_eq!(
+        call(&mut sim, b, append("k", "m", "named", 2)),
+        Outcome::Written
+    );
+    assert_eq!(value_at(&sim, b, "k").as_deref(), Some("anbm"));
+}
+
+/// A small session limit pushes the least recently active session out, the same way
+/// on every replica; its retry is refused, never applied a second time.
+#[test]
+fn the_session_limit_pushes_out_the_least_recently_active_session() {
+    let mut cfg = SimConfig::new(22, 3);
+    cfg.trace = 40;
+    cfg.replica.sessions = SessionLimits {
+        timeout_ms: SessionLimits::DEFAULT_TIMEOUT_MS,
+        max_sessions: 2,
+    };
+    let mut sim = Sim::new(cfg);
+    let leader = elect(&mut sim);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let Outcome::Registered(n) = call(&mut sim, leader, ClientOp::Register) else {
+            panic!("register was not answered with a session")
+        };
+        sessions.push(n);
+    }
+    let (s1, s2) = (sessions[0], sessions[1]);
+    assert_eq!(
+        call(&mut sim, leader, append_in(s1, 1, "k", "1")),
+        Outcome::Written
+    );
+    assert_eq!(
+        call(&mut sim, leader, append_in(s2, 1, "k", "2")),
+        Outcome::Written
+    );
+    // s1 wrote before s2: it is the one a third session pushes out.
+    let Outcome::Registered(s3) = call(&mut sim, leader, ClientOp::Register) else {
+        panic!("register was not answered with a session")
+    };
+    expect_session_expired(
+        call(&mut sim, leader, append_in(s1, 1, "k", "1")),
+        "retry of a pushed-out session",
+    );
+    assert_eq!(
+        call(&mut sim, leader, append_in(s3, 1, "k", "3")),
+        Outcome::Written
+    );
+    let last = sim.replica(leader).unwrap().node().last_index();
+    let ok = sim.run_until(5 * ELECTION, |s| applied_everywhere(s, last));
+    ensure(&sim, ok, "not applied everywhere");
+    for &id in sim.ids() {
+        let store = sim.replica(id).unwrap().store();
+        assert_eq!(store.sessions(), 2, "n{id}");
+        assert!(!store.has_session(&SessionId::Registered(s1)), "n{id}");
+        assert_eq!(value_at(&sim, id, "k").as_deref(), Some("123"), "n{id}");
+    }
+}
+
+/// The leader's cluster clock (LogCabin's cluster clock, thesis §6.3): stamps advance
+/// with the leader's ticks, never go backwards along the log, and a new leader resumes
+/// from the stamps it holds, including after the old leader was cut off.
+#[test]
+fn cluster_time_stamps_advance_with_ticks_and_never_go_backwards_across_leaders() {
+    let mut sim = sim(23, 3);
+    let ids = sim.ids().to_vec();
+    let mut leader = elect(&mut sim);
+    let stamps = |sim: &Sim, id: NodeId| -> Vec<u64> {
+        sim.durable_log(id)
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::Command(c) => Some(c.stamp.time),
+                Payload::Noop => None,
+            })
+            .collect()
+    };
+    for round in 0..4 {
+        assert_eq!(
+            call(&mut sim, leader, put("k", &format!("{round}a"))),
+            Outcome::Written
+        );
+        run(&mut sim, 100, "idle");
+        assert_eq!(
+            call(&mut sim, leader, put("k", &format!("{round}b"))),
+            Outcome::Written
+        );
+        let times = stamps(&sim, leader);
+        let (before, after) = (times[times.len() - 2], times[times.len() - 1]);
+        assert!(
+            after >= before + 100 * 30,
+            "100 ticks of 30 ms passed between the stamps {before} and {after}"
+        );
+        sim.links().isolate(leader, &ids);
+        leader = elect_other_than(&mut sim, leader);
+        sim.links().heal();
+    }
+    assert_eq!(call(&mut sim, leader, put("k", "end")), Outcome::Written);
+    let times = stamps(&sim, leader);
+    assert_eq!(times.len(), 9);
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "stamps went backwards: {times:?}"
+    );
+    let clock = sim.replica(leader).unwrap().store().clock();
+    assert_eq!(clock, *times.last().unwrap());
 }

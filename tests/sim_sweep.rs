@@ -46,6 +46,12 @@ fn sweep_of_random_fault_schedules_keeps_every_invariant() {
         ops > 100 * count as usize,
         "the sweep did real work: {ops} ops"
     );
+    let expired: usize = runs.iter().map(|r| r.sessions_expired).sum();
+    assert!(
+        count < 100 || expired > count as usize,
+        "client sessions really expired during the sweep: {expired} writes were answered \
+         session_expired"
+    );
 }
 
 #[test]
@@ -82,13 +88,14 @@ fn soak() {
     println!(
         "soak: {count} seeds ({first}..{}) passed in {:.1?} on {threads} threads\n  \
          committed entries {}, client ops ok {}, unknown {}, refused {}, \
-         elections {}, messages {}",
+         session_expired answers {}, elections {}, messages {}",
         first + count,
         start.elapsed(),
         sum(|r| r.committed),
         sum(|r| r.ops_ok as u64),
         sum(|r| r.ops_unknown as u64),
         sum(|r| r.ops_refused as u64),
+        sum(|r| r.sessions_expired as u64),
         sum(|r| r.elections),
         sum(|r| r.messages),
     );

@@ -17,13 +17,13 @@ use raftkv::{
 const KEYS: u64 = 1_000_000;
 
 fn put(i: u64) -> ClientOp {
-    ClientOp::Write(Command {
-        key: format!("key-{i:07}"),
-        op: WriteOp::Put {
+    ClientOp::Write(Command::write(
+        format!("key-{i:07}"),
+        WriteOp::Put {
             value: "v".repeat(100),
         },
-        session: None,
-    })
+        None,
+    ))
 }
 
 /// Feeds `ops` to a single-node replica's leader and applies them; returns how long

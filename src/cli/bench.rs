@@ -11,7 +11,10 @@
 //! counted (by error code) instead of retried. Writes carry `client`/`seq`; each of
 //! the K in-flight slots of a connection has its own client name, so no client ever
 //! has more than one write outstanding. A write that failed is not retried: the slot
-//! moves on to its next seq.
+//! moves on to its next seq. (These are named sessions, docs/protocol.md §3.6: they
+//! expire after the cluster's session timeout like any other, and since a slot never
+//! retries, the limits of that form do not matter here; registering a session per slot
+//! would only cost a round trip per slot at the start.)
 //!
 //! The leader is found through the nodes' status first. On `not_leader` with a hint
 //! the thread reconnects to the hinted node; on a lost connection it looks for the
@@ -22,11 +25,11 @@
 //! the whole history goes through [`check::check`]. An operation answered `ok` completed;
 //! a write that got no definite answer (lost connection, `timeout`, an answer the bench
 //! cannot read) keeps an unknown outcome, since it may still take effect; one refused
-//! with `not_leader`, `unavailable` or `bad_request` did not happen and is left out, as
-//! is a read without an answer, which changed nothing. For the check to mean something
-//! the run needs keys that start absent and values that tell writes apart, so it uses
-//! keys of its own, named after the run, and every put or append writes a value no other
-//! operation writes. Stale reads are not recorded: they may lawfully be out of date.
+//! with `not_leader`, `unavailable`, `bad_request` or `session_expired` did not happen
+//! and is left out, as is a read without an answer, which changed nothing. For the
+//! check to mean something the run needs keys that start absent and values that tell
+//! writes apart, so it uses keys of its own, named after the run, and every put or
+//! append writes a value no other operation writes. Stale reads are not recorded: they may lawfully be out of date.
 //! Without `--check` nothing is recorded.
 
 use std::{
@@ -516,13 +519,16 @@ struct Reply<'a> {
 }
 
 /// Whether an error answer leaves a write's outcome open. `not_leader`, `unavailable`
-/// and `bad_request` mean it was not applied and never will be; `timeout` means it may
-/// have been, and a code the bench does not know is taken the same way.
+/// and `bad_request` mean it was not applied and never will be; so does
+/// `session_expired` here, since the bench sends each write once (the answer is about
+/// the only attempt); `timeout` means it may have been, and a code the bench does not
+/// know is taken the same way.
 fn may_have_applied(code: &str) -> bool {
     ![
         ErrorCode::NotLeader,
         ErrorCode::Unavailable,
         ErrorCode::BadRequest,
+        ErrorCode::SessionExpired,
     ]
     .iter()
     .any(|refusal| refusal.as_str() == code)
@@ -1174,7 +1180,7 @@ mod tests {
         // Writes are answered ok and dropped; every read finds the key absent. A read
         // after an acknowledged put must see it, so the history has no linearization.
         let me = Arc::new(Mutex::new(String::new()));
-        let mut honest = fake::kv(1, me.clone());
+        let mut honest = fake::kv(1, me.clone(), Default::default());
         let liar = fake::Fake::start(move |r| match r["op"].as_str() {
             Some("status") => honest(r),
             Some("get") => fake::Action::Reply(json!({"ok": true, "value": null})),

@@ -3,6 +3,16 @@
 //!
 //! The CLI speaks only the client protocol, through [`crate::client::Client`]
 //! (`bench` speaks it directly, for lower overhead).
+//!
+//! Sessions: a one-shot `put`, `append` or `delete` is a client of its own, so it
+//! registers a session (one more log entry and round trip) and leaves it behind when it
+//! exits; the cluster removes it once it has been idle for the session timeout (an hour
+//! by default), or sooner if the session limit needs room, where such sessions, idle
+//! since their one write, go first. Writing without a session instead would save that
+//! entry, but then a write retried after a `timeout` could be applied twice (a `put`
+//! too: a late duplicate can overwrite a newer value), so the one-shot commands keep
+//! the exactly-once guarantee and pay for it. A `get` registers nothing; the REPL keeps
+//! one session for its whole run.
 
 pub mod bench;
 pub mod histogram;

@@ -4,7 +4,10 @@
 use std::{
     io::{BufReader, BufWriter, Write},
     net::{TcpListener, TcpStream},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     thread,
 };
 
@@ -13,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::{
     codec::{self, Line},
-    kv::{Command, Store},
+    kv::{Command, SessionLimits, Stamp, Store, WriteResult},
     protocol::{self, ErrorCode, Op},
 };
 
@@ -120,9 +123,18 @@ pub(crate) fn ok() -> Value {
     json!({"ok": true})
 }
 
+/// How long a session lives in the fake cluster of [`kv`], in ms of its clock.
+pub(crate) const FAKE_SESSION_TIMEOUT_MS: u64 = 1000;
+
 /// A handler behaving like a healthy one-node cluster's leader with id `node`: the real
-/// request parser and state machine (sessions included) behind the real protocol.
-pub(crate) fn kv(node: u64, addr_of_self: Arc<Mutex<String>>) -> impl FnMut(&Value) -> Action {
+/// request parser and state machine (sessions included) behind the real protocol. Its
+/// cluster clock is `clock` (ms), which the test moves; sessions expire after
+/// [`FAKE_SESSION_TIMEOUT_MS`] of it.
+pub(crate) fn kv(
+    node: u64,
+    addr_of_self: Arc<Mutex<String>>,
+    clock: Arc<AtomicU64>,
+) -> impl FnMut(&Value) -> Action {
     let mut store = Store::new();
     move |request| {
         let request = match protocol::parse_request(request.to_string().as_bytes()) {
@@ -137,14 +149,13 @@ pub(crate) fn kv(node: u64, addr_of_self: Arc<Mutex<String>>) -> impl FnMut(&Val
                 ))
             }
         };
-        let response = match request.op {
+        let mut command = match request.op {
             Op::Get { key, .. } => {
-                protocol::value_response(request.id, store.get(&key).map(str::to_string))
+                let value = store.get(&key).map(str::to_string);
+                return Action::Reply(protocol::value_response(request.id, value));
             }
-            Op::Write { key, op, session } => {
-                store.apply(&Command { key, op, session });
-                protocol::ok_response(request.id, Default::default())
-            }
+            Op::Write { key, op, session } => Command::write(key, op, session),
+            Op::Register => Command::register(),
             Op::Status => {
                 let addr = addr_of_self.lock().clone();
                 let mut status = serde_json::to_value(protocol::Status {
@@ -157,21 +168,49 @@ pub(crate) fn kv(node: u64, addr_of_self: Arc<Mutex<String>>) -> impl FnMut(&Val
                     applied_index: 7,
                     last_log_index: 7,
                     members: vec![node],
+                    sessions: store.sessions() as u64,
                     ..Default::default()
                 })
                 .unwrap();
                 status["ok"] = Value::Bool(true);
-                status
+                return Action::Reply(status);
             }
         };
-        Action::Reply(response)
+        command.stamp = Stamp {
+            time: clock.load(Ordering::SeqCst),
+            sessions: Some(SessionLimits {
+                timeout_ms: FAKE_SESSION_TIMEOUT_MS,
+                max_sessions: 1000,
+            }),
+        };
+        let error = |code, message: &str| {
+            protocol::error_response(request.id.clone(), code, message, None, None)
+        };
+        Action::Reply(match store.apply(&command) {
+            WriteResult::Ok => protocol::ok_response(request.id.clone(), Default::default()),
+            WriteResult::Registered { session } => {
+                protocol::registered_response(request.id.clone(), session)
+            }
+            WriteResult::SessionExpired | WriteResult::UnknownSession => {
+                error(ErrorCode::SessionExpired, "the session expired (fake)")
+            }
+            WriteResult::SeqReused { .. } | WriteResult::StaleSeq { .. } => {
+                error(ErrorCode::BadRequest, "seq reused or stale (fake)")
+            }
+        })
     }
 }
 
-/// Starts a fake healthy one-node cluster (see [`kv`]).
+/// Starts a fake healthy one-node cluster (see [`kv`]) whose clock stands still.
 pub(crate) fn start_kv(node: u64) -> Fake {
+    start_kv_with_clock(node).0
+}
+
+/// Starts a fake healthy one-node cluster (see [`kv`]) and returns its clock.
+pub(crate) fn start_kv_with_clock(node: u64) -> (Fake, Arc<AtomicU64>) {
     let me = Arc::new(Mutex::new(String::new()));
-    let fake = Fake::start(kv(node, me.clone()));
+    let clock = Arc::new(AtomicU64::new(0));
+    let fake = Fake::start(kv(node, me.clone(), clock.clone()));
     *me.lock() = fake.addr.clone();
-    fake
+    (fake, clock)
 }

@@ -24,14 +24,31 @@
 //!
 //! # Exactly-once writes
 //!
-//! Every client has a name (`client`, random `c-<16 hex digits>` unless chosen in
-//! [`ClientOptions::client_id`]) and numbers its writes `seq = 1, 2, 3, …`. A write
-//! carries the pair, and **every retry of that write reuses the same `seq`**, whichever
-//! node it goes to. The servers apply a given `(client, seq)` at most once and answer a
-//! retry with the first attempt's result, so retrying after an uncertain failure is
-//! safe: it either applies the write for the first time or reports that it already was.
-//! The next write gets the next `seq` whatever the previous outcome. Because operations
-//! take `&mut self`, a `Client` has at most one write outstanding, as docs/protocol.md asks.
+//! Before its first write a client registers a session with the cluster
+//! (`{"op":"register"}`, answered with the session's number; docs/protocol.md §3.6) and
+//! then numbers its writes `seq = 1, 2, 3, …`. A write carries `session` and `seq`, and
+//! **every retry of that write reuses the same `seq`**, whichever node it goes to. The
+//! servers apply a given `(session, seq)` at most once and answer a retry with the first
+//! attempt's result, so retrying after an uncertain failure is safe: it either applies
+//! the write for the first time or reports that it already was. The next write gets the
+//! next `seq` whatever the previous outcome. Because operations take `&mut self`, a
+//! `Client` has at most one write outstanding, as docs/protocol.md asks.
+//!
+//! A session idle longer than the cluster's session timeout (an hour by default), or
+//! pushed out by its session limit, expires, and a write naming it is answered
+//! `session_expired`: not applied by that attempt. The client then registers a new
+//! session and sends the write again under it, but only if no earlier attempt of the
+//! write may have been applied (all were refused, or never reached a node); otherwise
+//! the old session's record, the only thing that could say whether that attempt took
+//! effect, is gone, so the write fails as [`ClientError::Unknown`] rather than risk
+//! applying it twice.
+//!
+//! With [`ClientOptions::client_id`] set, the client uses the older form instead: every
+//! write carries that `client` name and a `seq`, no registration. The cluster keeps such
+//! a session only while it is active (and refuses retries of it for one more timeout
+//! after it expired); see docs/protocol.md §3.6 for exactly what that form guarantees.
+//! A client also falls back to that form, under a random name, if a node answers
+//! `register` with `bad_request` (a node from before registration existed).
 //!
 //! # What a failure means
 //!
@@ -97,8 +114,10 @@ pub struct ClientOptions {
     pub backoff_start: Duration,
     /// Largest backoff wait (500 ms).
     pub backoff_max: Duration,
-    /// The `client` name carried by writes. `None` picks a random `c-<16 hex digits>`.
-    /// Two clients must never use the same name at the same time.
+    /// `None` (the default): register a session before the first write and use it
+    /// (`session` + `seq`). `Some(name)`: use the older form instead, every write
+    /// carrying this `client` name and a `seq`, without registering. Two clients must
+    /// never use the same name at the same time.
     pub client_id: Option<String>,
     /// Longest response line accepted, in bytes (16 MiB).
     pub max_line_bytes: usize,
@@ -123,6 +142,16 @@ pub fn random_client_id() -> String {
     format!("c-{:016x}", rand::random::<u64>())
 }
 
+/// Which session this client's writes carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Identity {
+    /// A registered session; `None` until the first write registers one (and again
+    /// after the cluster said it expired).
+    Registered(Option<u64>),
+    /// The older form: a `client` name of our choosing.
+    Named(String),
+}
+
 /// One node the client may talk to.
 struct Node {
     /// Its client address, as given or as learned from a `leader_addr` hint.
@@ -141,8 +170,8 @@ pub struct Client {
     /// How many of `nodes` were configured (the rest were learned from hints).
     configured: usize,
     options: ClientOptions,
-    /// The `client` name carried by our writes.
-    client_id: String,
+    /// The session our writes carry.
+    identity: Identity,
     /// The `seq` the next write will carry.
     next_seq: u64,
     /// Index of the node that last answered `ok`, while it keeps doing so.
@@ -153,13 +182,34 @@ pub struct Client {
     last_node: Option<usize>,
     /// The exact response line of the last operation's final answer.
     last_line: Option<String>,
-    /// Attempts made by the last operation.
+    /// Attempts made by the last operation (registering included).
     last_attempts: u32,
+    /// When the last operation started.
+    op_started: Instant,
+}
+
+/// The final answer of [`Client::execute`].
+struct Done {
+    /// `ok`, `bad_request` or `session_expired`.
+    response: Value,
+    /// The index of the node that gave it.
+    node: usize,
+    /// Some earlier attempt of the request may have been applied.
+    maybe_applied: bool,
+}
+
+/// The `message` of an error response ("" if none).
+fn message_of(response: &Value) -> &str {
+    response
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// What the client makes of one well-formed response.
 enum Answer {
-    /// `ok: true`, or `bad_request`: final.
+    /// `ok: true`, `bad_request` or `session_expired`: final for this request (the
+    /// caller decides what a `session_expired` means for the operation).
     Final,
     NotLeader(Option<String>),
     Unavailable(String),
@@ -179,7 +229,7 @@ fn classify(response: &Value) -> Answer {
         .to_string();
     let code = response.get("error").and_then(Value::as_str).unwrap_or("");
     match serde_json::from_value::<ErrorCode>(Value::String(code.into())) {
-        Ok(ErrorCode::BadRequest) => Answer::Final,
+        Ok(ErrorCode::BadRequest | ErrorCode::SessionExpired) => Answer::Final,
         Ok(ErrorCode::NotLeader) => Answer::NotLeader(
             response
                 .get("leader_addr")
@@ -245,7 +295,10 @@ impl Client {
         let mut client = Client {
             nodes: Vec::new(),
             configured: 0,
-            client_id: options.client_id.clone().unwrap_or_else(random_client_id),
+            identity: match &options.client_id {
+                Some(name) => Identity::Named(name.clone()),
+                None => Identity::Registered(None),
+            },
             options,
             next_seq: 1,
             leader: None,
@@ -253,6 +306,7 @@ impl Client {
             last_node: None,
             last_line: None,
             last_attempts: 0,
+            op_started: Instant::now(),
         };
         for addr in addrs {
             let addr = addr.trim();
@@ -280,9 +334,21 @@ impl Client {
         client
     }
 
-    /// The `client` name this client's writes carry.
-    pub fn client_id(&self) -> &str {
-        &self.client_id
+    /// The `client` name this client's writes carry, when it uses the named form.
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.identity {
+            Identity::Named(name) => Some(name),
+            Identity::Registered(_) => None,
+        }
+    }
+
+    /// The number of the registered session this client's writes carry, once it has
+    /// one.
+    pub fn session(&self) -> Option<u64> {
+        match self.identity {
+            Identity::Registered(session) => session,
+            Identity::Named(_) => None,
+        }
     }
 
     /// The options this client was made with.
@@ -358,21 +424,25 @@ impl Client {
     }
 
     /// Sends any request through the leader-finding, retrying machinery and returns the
-    /// final response (an `ok` one or a `bad_request` one) with the address that gave
-    /// it. A write (`op` put/append/delete) without `client` and `seq` gets this
-    /// client's name and next seq added; one that has either is sent as it is.
-    pub fn raw(&mut self, mut request: Value) -> Result<(Value, String), ClientError> {
+    /// final response (`ok`, `bad_request` or `session_expired`) with the address that
+    /// gave it. A write (`op` put/append/delete) without `session`, `client` and `seq`
+    /// goes out as this client's writes do (its session and next seq added, registering
+    /// first if needed, and again if the session expired); one that has any of them is
+    /// sent as it is.
+    pub fn raw(&mut self, request: Value) -> Result<(Value, String), ClientError> {
+        let deadline = self.start_operation();
         let op = request.get("op").and_then(Value::as_str).unwrap_or("");
-        let is_write = matches!(op, "put" | "append" | "delete");
-        if is_write {
-            if let Value::Object(obj) = &mut request {
-                if !obj.contains_key("client") && !obj.contains_key("seq") {
-                    obj.insert("client".into(), Value::String(self.client_id.clone()));
-                    obj.insert("seq".into(), Value::from(self.take_seq()));
-                }
-            }
-        }
-        let (response, index) = self.execute(&request, is_write)?;
+        let is_write = matches!(op, "put" | "append" | "delete" | "register");
+        let ours = matches!(op, "put" | "append" | "delete")
+            && ["session", "client", "seq"]
+                .iter()
+                .all(|f| request.get(f).is_none());
+        let (response, index) = if ours {
+            self.write_in_session(request, deadline)?
+        } else {
+            let done = self.execute(&request, is_write, deadline)?;
+            (done.response, done.node)
+        };
         Ok((response, self.nodes[index].addr.clone()))
     }
 
@@ -474,7 +544,8 @@ impl Client {
     }
 
     fn read(&mut self, request: Value) -> Result<Option<String>, ClientError> {
-        let (response, _) = self.execute(&request, false)?;
+        let deadline = self.start_operation();
+        let response = self.execute(&request, false, deadline)?.response;
         Self::check_ok(&response)?;
         match response.get("value") {
             None | Some(Value::Null) => Ok(None),
@@ -485,24 +556,108 @@ impl Client {
         }
     }
 
-    fn write(&mut self, mut request: Value) -> Result<(), ClientError> {
-        request["client"] = Value::String(self.client_id.clone());
-        request["seq"] = Value::from(self.take_seq());
-        let (response, _) = self.execute(&request, true)?;
+    fn write(&mut self, request: Value) -> Result<(), ClientError> {
+        let deadline = self.start_operation();
+        let (response, _) = self.write_in_session(request, deadline)?;
         Self::check_ok(&response)
     }
 
-    /// `execute` returns only `ok` and `bad_request` responses; turn the latter into
-    /// an error.
+    /// Resets what the last operation reports and returns the new one's deadline.
+    fn start_operation(&mut self) -> Instant {
+        self.last_node = None;
+        self.last_line = None;
+        self.last_attempts = 0;
+        self.op_started = Instant::now();
+        self.op_started + self.options.deadline
+    }
+
+    /// Sends a write in this client's session with the next seq, registering a session
+    /// first when there is none, and registering a new one when the cluster says it
+    /// expired, as long as no attempt may have applied the write (module docs). Returns
+    /// the final response (`ok`, `bad_request`, or for a named client
+    /// `session_expired`) and the node that gave it.
+    fn write_in_session(
+        &mut self,
+        mut request: Value,
+        deadline: Instant,
+    ) -> Result<(Value, usize), ClientError> {
+        loop {
+            let session = match &self.identity {
+                Identity::Named(name) => ("client", Value::String(name.clone())),
+                Identity::Registered(Some(n)) => ("session", Value::from(*n)),
+                Identity::Registered(None) => {
+                    self.register(deadline)?;
+                    continue;
+                }
+            };
+            request[session.0] = session.1;
+            request["seq"] = Value::from(self.take_seq());
+            let done = self.execute(&request, true, deadline)?;
+            if done.response.get("error").and_then(Value::as_str) != Some("session_expired") {
+                return Ok((done.response, done.node));
+            }
+            let expired = matches!(self.identity, Identity::Registered(Some(_)));
+            if done.maybe_applied {
+                if expired {
+                    self.identity = Identity::Registered(None);
+                }
+                return Err(ClientError::Unknown {
+                    reason: format!(
+                        "the session expired before this client learned whether an earlier \
+                         attempt of the write was applied; last answer: {}",
+                        message_of(&done.response)
+                    ),
+                });
+            }
+            if !expired {
+                // A named session: the cluster refuses this seq for good (the name's
+                // expired session had used it). That is for the caller to sort out.
+                return Ok((done.response, done.node));
+            }
+            // Certainly not applied: go on under a new session.
+            self.identity = Identity::Registered(None);
+            if Instant::now() >= deadline {
+                return Err(ClientError::NotApplied {
+                    reason: format!(
+                        "the session expired and there was no time left to register a new \
+                         one: {}",
+                        message_of(&done.response)
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Registers a new session and makes it this client's; its writes start again at
+    /// seq 1. A node that does not know `register` (answers `bad_request`) makes the
+    /// client fall back to the named form under a random name.
+    fn register(&mut self, deadline: Instant) -> Result<(), ClientError> {
+        let done = self.execute(&json!({"op": "register"}), false, deadline)?;
+        let response = done.response;
+        self.next_seq = 1;
+        if response.get("ok") != Some(&Value::Bool(true)) {
+            self.identity = Identity::Named(random_client_id());
+            return Ok(());
+        }
+        match response.get("session").and_then(Value::as_u64) {
+            Some(n) => {
+                self.identity = Identity::Registered(Some(n));
+                Ok(())
+            }
+            None => Err(ClientError::NotApplied {
+                reason: format!("malformed answer to register: {response}"),
+            }),
+        }
+    }
+
+    /// `execute` returns only `ok`, `bad_request` and `session_expired` responses; turn
+    /// the others into an error (a `session_expired` that gets here is a named
+    /// client's seq refused for good, as final as `bad_request`).
     fn check_ok(response: &Value) -> Result<(), ClientError> {
         if response.get("ok") == Some(&Value::Bool(true)) {
             Ok(())
         } else {
-            let message = response
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            Err(ClientError::BadRequest(message.to_string()))
+            Err(ClientError::BadRequest(message_of(response).to_string()))
         }
     }
 
@@ -537,18 +692,21 @@ impl Client {
         self.cursor
     }
 
-    /// The retry loop described in the module docs. Returns the final response (`ok` or
-    /// `bad_request`) and the index of the node that gave it.
-    fn execute(&mut self, request: &Value, is_write: bool) -> Result<(Value, usize), ClientError> {
+    /// The retry loop described in the module docs, until `deadline`. Returns the final
+    /// response (`ok`, `bad_request` or `session_expired`), the node that gave it, and
+    /// whether an earlier attempt may have been applied.
+    fn execute(
+        &mut self,
+        request: &Value,
+        is_write: bool,
+        deadline: Instant,
+    ) -> Result<Done, ClientError> {
         self.last_node = None;
         self.last_line = None;
-        self.last_attempts = 0;
         if self.nodes.is_empty() {
             return Err(ClientError::NoServers);
         }
         check_sizes(request)?;
-        let start = Instant::now();
-        let deadline = start + self.options.deadline;
         let mut backoff = self.backoff();
         // Whether some attempt may have put this write into a server's log.
         let mut maybe_applied = false;
@@ -567,7 +725,11 @@ impl Client {
                         }
                         self.last_node = Some(target);
                         self.last_line = Some(line);
-                        return Ok((response, target));
+                        return Ok(Done {
+                            response,
+                            node: target,
+                            maybe_applied,
+                        });
                     }
                     Answer::NotLeader(hint) => {
                         if self.leader == Some(target) {
@@ -634,7 +796,7 @@ impl Client {
         let reason = format!(
             "gave up after {} attempts in {}; last error: {last_error}",
             self.last_attempts,
-            fmt_duration(start.elapsed())
+            fmt_duration(self.op_started.elapsed())
         );
         Err(if maybe_applied {
             ClientError::Unknown { reason }

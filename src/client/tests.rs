@@ -359,3 +359,136 @@ fn oversized_keys_and_values_are_refused_without_sending() {
     // At the limit is fine.
     client.put("k", &big[1..]).unwrap();
 }
+
+/// Options for a client that registers sessions (no `client_id`).
+fn registering(deadline_ms: u64) -> ClientOptions {
+    ClientOptions {
+        client_id: None,
+        ..quick(deadline_ms)
+    }
+}
+
+fn ops(seen: &[Value]) -> Vec<String> {
+    seen.iter()
+        .map(|r| match (r["op"].as_str().unwrap(), r.get("session")) {
+            (op, Some(s)) => format!("{op} s{s} #{}", r["seq"]),
+            (op, None) => op.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_registers_a_session_on_its_first_write_and_numbers_writes_in_it() {
+    let node = fake::start_kv(1);
+    let mut client = Client::new(vec![node.addr.clone()], registering(2000));
+    assert_eq!(client.session(), None);
+    assert_eq!(client.get("k"), Ok(None), "a read needs no session");
+    client.put("k", "v").unwrap();
+    client.append("k", "w").unwrap();
+    assert_eq!(client.session(), Some(1));
+    assert_eq!(client.client_id(), None);
+    assert_eq!(client.get("k").unwrap().as_deref(), Some("vw"));
+    assert_eq!(
+        ops(&node.seen()),
+        vec!["get", "register", "put s1 #1", "append s1 #2", "get"]
+    );
+    // raw() writes go out the same way; one with its own session goes as it is.
+    let (response, _) = client
+        .raw(json!({"op": "delete", "key": "k", "id": 3}))
+        .unwrap();
+    assert_eq!(response, json!({"id": 3, "ok": true}));
+    let (response, _) = client
+        .raw(json!({"op": "put", "key": "k", "value": "x", "session": 9, "seq": 1}))
+        .unwrap();
+    assert_eq!(response["error"], "session_expired");
+    let seen = ops(&node.seen());
+    assert_eq!(seen[5..], ["delete s1 #3", "put s9 #1"]);
+}
+
+#[test]
+fn an_expired_session_is_replaced_and_a_write_it_certainly_did_not_apply_goes_again() {
+    let (node, clock) = fake::start_kv_with_clock(1);
+    let mut client = Client::new(vec![node.addr.clone()], registering(2000));
+    client.append("k", "a").unwrap();
+    clock.store(5 * fake::FAKE_SESSION_TIMEOUT_MS, Ordering::SeqCst);
+    client.append("k", "b").unwrap();
+    assert_eq!(
+        client.get("k").unwrap().as_deref(),
+        Some("ab"),
+        "applied once"
+    );
+    assert_eq!(client.session(), Some(2));
+    assert_eq!(
+        ops(&node.seen()),
+        vec![
+            "register",
+            "append s1 #1",
+            "append s1 #2", // session_expired: not applied
+            "register",
+            "append s2 #1",
+            "get"
+        ]
+    );
+}
+
+#[test]
+fn an_expired_session_after_an_uncertain_attempt_makes_the_write_unknown() {
+    // Attempt 1 times out (it may have been applied); by the retry the session is
+    // gone, and with it the only record of whether attempt 1 took effect.
+    let node = Fake::start(scripted(|n| {
+        Action::Reply(match n {
+            0 => json!({"ok": true, "session": 1}),
+            1 => fake::error(ErrorCode::Timeout),
+            2 => fake::error(ErrorCode::SessionExpired),
+            3 => json!({"ok": true, "session": 2}),
+            _ => fake::ok(),
+        })
+    }));
+    let mut client = Client::new(vec![node.addr.clone()], registering(2000));
+    let err = client.append("k", "a").unwrap_err();
+    assert!(matches!(err, ClientError::Unknown { .. }), "{err}");
+    assert!(err.reason().contains("session expired"), "{err}");
+    assert_eq!(client.session(), None, "the old session is dropped");
+    // The next write registers a new session.
+    client.append("k", "b").unwrap();
+    assert_eq!(
+        ops(&node.seen()),
+        vec![
+            "register",
+            "append s1 #1",
+            "append s1 #1",
+            "register",
+            "append s2 #1"
+        ]
+    );
+}
+
+#[test]
+fn a_node_that_does_not_know_register_gets_the_named_form() {
+    let node = Fake::start(|r| {
+        Action::Reply(if r["op"] == "register" {
+            protocol_error(ErrorCode::BadRequest, "unknown op \"register\"")
+        } else {
+            fake::ok()
+        })
+    });
+    let mut client = Client::new(vec![node.addr.clone()], registering(2000));
+    client.put("k", "v").unwrap();
+    client.put("k", "w").unwrap();
+    let name = client.client_id().unwrap().to_string();
+    assert!(name.starts_with("c-"), "{name}");
+    let seen = node.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(session(&seen[1]), (name.clone(), 1));
+    assert_eq!(session(&seen[2]), (name, 2));
+}
+
+#[test]
+fn a_named_client_refused_as_expired_gets_a_final_error() {
+    // The cluster refuses this seq of the name for good: not applied, not retried.
+    let node = Fake::start(|_| Action::Reply(fake::error(ErrorCode::SessionExpired)));
+    let mut client = Client::new(vec![node.addr.clone()], quick(2000));
+    let err = client.put("k", "v").unwrap_err();
+    assert!(matches!(err, ClientError::BadRequest(_)), "{err}");
+    assert_eq!(node.seen().len(), 1);
+}

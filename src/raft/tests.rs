@@ -56,6 +56,7 @@ fn put(v: &str) -> Command {
         key: "k".into(),
         op: WriteOp::Put { value: v.into() },
         session: None,
+        stamp: Default::default(),
     }
 }
 

@@ -7,6 +7,19 @@
 //! addressed by an opaque reply address `T` chosen by the caller (a reply channel in
 //! the server, a simulated client's attempt in the simulator).
 //!
+//! **Cluster time.** The leader's replica stamps every command it proposes with its
+//! clock in milliseconds (and with its session rules when the replicated ones differ),
+//! so that the state machine can expire idle sessions by time carried in the log,
+//! identically on every replica (see the `kv` module essay, thesis §6.3 and LogCabin's
+//! cluster clock). The clock is counted in ticks of [`ReplicaConfig::tick_ms`], so a
+//! replica still reads no clock of its own. A replica that becomes leader starts its
+//! clock from the newest stamp it holds (the applied state's clock, and any later stamp
+//! in the uncommitted tail of its log, since those entries may still commit before its
+//! own), never below its own earlier reading, and advances it by one tick's length per
+//! tick while it leads. Followers never stamp. So stamps never go backwards along the
+//! log, and cluster time never runs ahead of the time leaders have served; elections
+//! and a lagging timer only slow it down (sessions then live longer, never shorter).
+//!
 //! [`turn`] is the other half of that sharing: the one function that feeds a batch of
 //! [`Input`]s to a replica and then persists, sends and replies in the order the
 //! durability rule demands. The server's state thread and the simulator both call it.
@@ -19,7 +32,7 @@ pub use snapshot::Snapshot;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    kv::{Command, Store, WriteResult},
+    kv::{Command, SessionId, SessionLimits, Stamp, Store, WriteResult},
     protocol::ErrorCode,
     raft::{
         Body, Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, Role,
@@ -63,6 +76,8 @@ pub enum ClientOp {
         stale: bool,
     },
     Write(Command),
+    /// Open a registered session (answered [`Outcome::Registered`]).
+    Register,
 }
 
 /// The answer to one client request.
@@ -72,6 +87,8 @@ pub enum Outcome {
     Value(Option<String>),
     /// A write was applied (or had been applied before, for a retry).
     Written,
+    /// A session was registered, with this number.
+    Registered(u64),
     Failed {
         code: ErrorCode,
         message: String,
@@ -123,6 +140,13 @@ pub struct ReplicaConfig {
     pub snapshot_entries: u64,
     /// ... or once this many bytes of entries were (whichever comes first).
     pub snapshot_bytes: u64,
+    /// The length of one tick in milliseconds: how far a leader's cluster clock moves
+    /// per tick.
+    pub tick_ms: u64,
+    /// The session rules this replica stamps while it leads (from the cluster file
+    /// stored with the membership; they must be the same on every node, and if not,
+    /// the current leader's are the ones in force).
+    pub sessions: SessionLimits,
 }
 
 impl ReplicaConfig {
@@ -147,6 +171,8 @@ impl ReplicaConfig {
             raft,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
+            tick_ms: tick_ms.max(1),
+            sessions: SessionLimits::default(),
         }
     }
 }
@@ -200,6 +226,15 @@ struct PendingWrite<T> {
     deadline: u64,
 }
 
+/// A leader's cluster clock (see the module documentation).
+#[derive(Clone, Copy, Debug, Default)]
+struct LeaderClock {
+    /// The term it was (re)started in; a clock from another term is restarted first.
+    term: Term,
+    /// Cluster time in milliseconds.
+    ms: u64,
+}
+
 struct PendingRead<T> {
     key: String,
     token: T,
@@ -230,6 +265,8 @@ pub struct Replica<T> {
     compact_to: Option<Index>,
     /// Entries compaction removed from memory since the last `ready`.
     removed_entries: Vec<Entry>,
+    /// The cluster clock, while leading.
+    clock: LeaderClock,
 }
 
 impl<T> Replica<T> {
@@ -267,6 +304,7 @@ impl<T> Replica<T> {
             incoming: None,
             compact_to: None,
             removed_entries: Vec::new(),
+            clock: LeaderClock::default(),
             now: 0,
             pending_writes: BTreeMap::new(),
             pending_reads: HashMap::new(),
@@ -324,6 +362,10 @@ impl<T> Replica<T> {
 
     pub fn tick(&mut self) {
         self.now = self.now.saturating_add(1);
+        if self.node.is_leader() {
+            let ms = self.cluster_time().saturating_add(self.config.tick_ms);
+            self.clock.ms = ms;
+        }
         self.node.tick();
         self.expire_requests();
     }
@@ -369,21 +411,55 @@ impl<T> Replica<T> {
                 );
                 self.node.read(id);
             }
-            ClientOp::Write(command) => match self.node.propose(command) {
-                Ok(index) => {
-                    let write = PendingWrite {
-                        term: self.node.term(),
-                        token,
-                        deadline: self.now.saturating_add(self.request_timeout),
-                    };
-                    self.pending_writes.insert(index, write);
-                }
-                Err(_) => {
-                    let refusal = self.refusal();
-                    self.replies.push((token, refusal));
-                }
-            },
+            ClientOp::Write(command) => self.propose(token, command),
+            ClientOp::Register => self.propose(token, Command::register()),
         }
+    }
+
+    /// Stamps a command (if this replica leads) and proposes it; its answer comes when
+    /// it is applied.
+    fn propose(&mut self, token: T, mut command: Command) {
+        if self.node.is_leader() {
+            let time = self.cluster_time();
+            let rules = self.config.sessions;
+            command.stamp = Stamp {
+                time,
+                sessions: (rules != self.store.limits()).then_some(rules),
+            };
+        }
+        match self.node.propose(command) {
+            Ok(index) => {
+                let write = PendingWrite {
+                    term: self.node.term(),
+                    token,
+                    deadline: self.now.saturating_add(self.request_timeout),
+                };
+                self.pending_writes.insert(index, write);
+            }
+            Err(_) => {
+                let refusal = self.refusal();
+                self.replies.push((token, refusal));
+            }
+        }
+    }
+
+    /// The leader's cluster time in ms, restarting the clock first if this is a new
+    /// term (see the module documentation). Call only while leading.
+    fn cluster_time(&mut self) -> u64 {
+        let term = self.node.term();
+        if self.clock.term != term {
+            let log = self.node.log();
+            let newest_in_log = (self.node.applied_index() + 1..=log.last_index())
+                .filter_map(|i| match &log.get(i)?.payload {
+                    Payload::Command(c) => Some(c.stamp.time),
+                    Payload::Noop => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let ms = self.clock.ms.max(self.store.clock()).max(newest_in_log);
+            self.clock = LeaderClock { term, ms };
+        }
+        self.clock.ms
     }
 
     /// The answer for a request this node will not take: `not_leader` with a hint when a
@@ -454,30 +530,36 @@ impl<T> Replica<T> {
         for entry in &ready.committed {
             self.since_snapshot.0 += 1;
             self.since_snapshot.1 += entry.approx_size() as u64;
-            let result = match &entry.payload {
-                Payload::Command(command) => Some(self.store.apply(command)),
+            let applied = match &entry.payload {
+                Payload::Command(command) => Some((command, self.store.apply(command))),
                 Payload::Noop => None,
             };
             let Some(write) = self.pending_writes.remove(&entry.index) else {
                 continue;
             };
-            let outcome = match result {
+            let outcome = match applied {
                 _ if write.term != entry.term => lost_leadership(),
-                Some(WriteResult::Ok) => Outcome::Written,
-                Some(WriteResult::SeqReused { seq }) => Outcome::Failed {
-                    code: ErrorCode::BadRequest,
-                    message: format!(
-                        "seq {seq} of this client was already used for a different write, so \
-                         this one is not a retry and was not applied; is another process using \
-                         the same client name?"
-                    ),
+                Some((_, WriteResult::Ok)) => Outcome::Written,
+                Some((_, WriteResult::Registered { session })) => Outcome::Registered(session),
+                Some((
+                    command,
+                    result @ (WriteResult::SessionExpired | WriteResult::UnknownSession),
+                )) => Outcome::Failed {
+                    code: ErrorCode::SessionExpired,
+                    message: session_expired_message(command, &result),
                     leader: None,
                 },
-                Some(WriteResult::StaleSeq { last_seq }) => Outcome::Failed {
+                Some((command, WriteResult::SeqReused { seq })) => Outcome::Failed {
+                    code: ErrorCode::BadRequest,
+                    message: seq_reused_message(command, seq),
+                    leader: None,
+                },
+                Some((command, WriteResult::StaleSeq { last_seq })) => Outcome::Failed {
                     code: ErrorCode::BadRequest,
                     message: format!(
-                        "seq is older than {last_seq}, the newest applied for this client; \
-                         its result is no longer kept"
+                        "seq is older than {last_seq}, the newest applied for this {}; its \
+                         result is no longer kept",
+                        session_word(command)
                     ),
                     leader: None,
                 },
@@ -586,6 +668,54 @@ impl<T> Replica<T> {
             };
             self.replies.push((read.token, outcome));
         }
+    }
+}
+
+/// "client" for a named session (the word the protocol has always used), "session"
+/// for a registered one.
+fn session_word(command: &Command) -> &'static str {
+    match command.session.as_ref().map(|s| &s.id) {
+        Some(SessionId::Registered(_)) => "session",
+        _ => "client",
+    }
+}
+
+fn seq_reused_message(command: &Command, seq: u64) -> String {
+    match command.session.as_ref().map(|s| &s.id) {
+        Some(SessionId::Registered(n)) => format!(
+            "seq {seq} of session {n} was already used for a different write, so this one \
+             is not a retry and was not applied; is another process using the same session?"
+        ),
+        _ => format!(
+            "seq {seq} of this client was already used for a different write, so this one is \
+             not a retry and was not applied; is another process using the same client name?"
+        ),
+    }
+}
+
+/// Why a write got `session_expired`, in words that say what to do next.
+fn session_expired_message(command: &Command, result: &WriteResult) -> String {
+    let Some(session) = &command.session else {
+        return "the write's session expired; it was not applied".into();
+    };
+    match (&session.id, result) {
+        (SessionId::Registered(n), WriteResult::UnknownSession) => format!(
+            "session {n} was never registered with this cluster, so this write was not \
+             applied; register a session first"
+        ),
+        (SessionId::Registered(n), _) => format!(
+            "session {n} expired (idle longer than the session timeout, or pushed out by \
+             the session limit), so this write was not applied by this request; an earlier \
+             attempt of it may have been applied before the session expired. Register a new \
+             session to go on"
+        ),
+        (SessionId::Named(_), _) => format!(
+            "the session of this client name expired (idle longer than the session \
+             timeout, or pushed out by the session limit), so seq {} was not applied by \
+             this request; an earlier attempt of it may have been. A higher seq starts the \
+             session again; registered sessions (register) say this more reliably",
+            session.seq
+        ),
     }
 }
 

@@ -26,7 +26,9 @@ use super::{
 use crate::{
     codec::{read_line, write_json_line, Line},
     kv::Command,
-    protocol::{error_response, ok_response, parse_request, ErrorCode, Op, Status},
+    protocol::{
+        error_response, ok_response, parse_request, registered_response, ErrorCode, Op, Status,
+    },
     replica::{ClientOp, Outcome},
 };
 
@@ -199,7 +201,8 @@ fn handle_line(line: &[u8], queue: &Arc<ConnQueue>, shared: &Shared) -> bool {
     let op = match request.op {
         Op::Status => return queue.push_ready(Slot::Ready(status(request.id, shared))),
         Op::Get { key, stale } => ClientOp::Get { key, stale },
-        Op::Write { key, op, session } => ClientOp::Write(Command { key, op, session }),
+        Op::Write { key, op, session } => ClientOp::Write(Command::write(key, op, session)),
+        Op::Register => ClientOp::Register,
     };
     let Some(reply) = queue.push_pending(request.id) else {
         return false;
@@ -298,6 +301,9 @@ fn write_outcome(
                 value: None,
             },
         ),
+        Outcome::Registered(session) => {
+            write_json_line(out, &registered_response(id.cloned(), session))
+        }
         Outcome::Value(v) => write_json_line(
             out,
             &Success {

@@ -104,6 +104,7 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
     if let Some(n) = options.snapshot_entries {
         config.snapshot_entries = n;
     }
+    config.sessions = membership.session_limits();
     let members: Vec<u64> = membership.nodes.iter().map(|n| n.id).collect();
     let replica = Replica::new(
         options.id,

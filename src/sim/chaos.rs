@@ -3,6 +3,7 @@
 //! linearizable history.
 
 use super::{FaultConfig, NetworkConfig, Sim, SimConfig};
+use crate::kv::SessionLimits;
 
 /// Ticks of faults and client load before the cluster is left to settle.
 pub const CHAOS_TICKS: u64 = 1500;
@@ -23,6 +24,14 @@ pub fn chaos_config(seed: u64) -> SimConfig {
     // Snapshots every few entries on three seeds of four, so compaction, InstallSnapshot
     // and crashes during both happen all the time.
     cfg.replica.snapshot_entries = [u64::MAX, 8, 25, 80][(seed / 2 % 4) as usize];
+    // Client sessions expire after seconds of cluster time on three seeds of four (a
+    // tick is 30 ms of it), so that clients idle between writes, or retrying through
+    // an outage, find their session gone; and on some seeds a tiny session limit
+    // pushes sessions out all the time.
+    cfg.replica.sessions = SessionLimits {
+        timeout_ms: [SessionLimits::DEFAULT_TIMEOUT_MS, 3000, 900, 300][(seed / 8 % 4) as usize],
+        max_sessions: [SessionLimits::DEFAULT_MAX_SESSIONS, 3, 8][(seed / 3 % 3) as usize],
+    };
     cfg.faults = FaultConfig {
         crash: 0.01,
         restart: 0.04,
@@ -46,6 +55,8 @@ pub struct RunSummary {
     pub ops_unknown: usize,
     /// Client operations given up on that certainly changed nothing.
     pub ops_refused: usize,
+    /// Client writes answered `session_expired`.
+    pub sessions_expired: usize,
     /// Elections won.
     pub elections: u64,
     /// Messages sent.
@@ -90,6 +101,7 @@ fn run_sim(sim: &mut Sim) -> Result<RunSummary, String> {
         ops_ok,
         ops_unknown: history.len() - ops_ok,
         ops_refused: sim.clients.refused(),
+        sessions_expired: sim.clients.expired(),
         elections: sim.stats().elections_won,
         messages: sim.stats().total_sent(),
     })

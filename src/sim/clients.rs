@@ -3,6 +3,13 @@
 //! records what it saw for the linearizability check, as the checker's own
 //! [`Operation`]s.
 //!
+//! Writes use registered sessions, as the real client does: before its first write a
+//! client registers, and when a write is answered `session_expired` it registers again
+//! and resends the write under the new session, but only if no earlier attempt may
+//! have been applied; otherwise it gives the write up as outcome unknown. So a retry
+//! after expiry is refused, never applied twice, and the history stays honest. (A
+//! registration is not an operation on the keys: it is not recorded.)
+//!
 //! An operation enters the history when it ends: when it is answered (it completed), or
 //! when the client gives up on a write that may have been applied (outcome unknown). An
 //! operation given up on that certainly changed nothing — a read, or a write every
@@ -20,16 +27,26 @@ use crate::{
     replica::{ClientOp, Outcome},
 };
 
-/// Attempts per operation before the client gives up on it.
+/// Attempts per operation (per session it registers for it) before the client gives
+/// up on it.
 const MAX_ATTEMPTS: u32 = 12;
+
+/// Sessions a client registers for one write before it gives the write up (a cluster
+/// with a tiny session limit can push a new session out before its first write).
+const MAX_REGISTRATIONS: u32 = 4;
 
 /// A client's operation in progress.
 struct InFlight {
     /// What the history will record: invoked at the step of the first attempt, not
     /// completed yet.
     operation: Operation,
-    /// The request, sent again as is on every attempt.
+    /// The request, sent again as is on every attempt: the operation's own, or a
+    /// [`ClientOp::Register`] before a write.
     op: ClientOp,
+    /// A write's key and operation, to build the request once a session exists.
+    write: Option<(String, WriteOp)>,
+    /// Sessions registered for this operation so far.
+    registrations: u32,
     /// The client-wide number of the latest attempt.
     attempt: u64,
     /// Attempts made for this operation; it is given up after [`MAX_ATTEMPTS`].
@@ -44,9 +61,11 @@ struct InFlight {
 
 /// One simulated client.
 struct SimClient {
-    /// Its session name, `c<index>`.
+    /// Its name, `c<index>`; it numbers the values it writes.
     name: String,
-    /// The seq of its latest write.
+    /// Its registered session, if it has one.
+    session: Option<u64>,
+    /// The seq of its latest write in that session.
     seq: u64,
     /// The node it sends to next.
     target: NodeId,
@@ -67,6 +86,8 @@ pub struct Clients {
     history: Vec<Operation>,
     /// Operations given up on that certainly changed nothing (left out of `history`).
     refused: usize,
+    /// Writes answered `session_expired`.
+    expired: usize,
     /// How many keys the clients use: `k0`, `k1`, …
     keys: usize,
     /// The cluster's nodes, to move on to the next one.
@@ -82,6 +103,7 @@ impl Clients {
         let clients = (0..count)
             .map(|i| SimClient {
                 name: format!("c{i}"),
+                session: None,
                 seq: 0,
                 target: ids[i % ids.len()],
                 started: 0,
@@ -93,6 +115,7 @@ impl Clients {
             clients,
             history: Vec::new(),
             refused: 0,
+            expired: 0,
             keys,
             ids: ids.to_vec(),
             active: true,
@@ -108,6 +131,11 @@ impl Clients {
     /// How many operations were given up on without having changed anything.
     pub fn refused(&self) -> usize {
         self.refused
+    }
+
+    /// How many writes were answered `session_expired`.
+    pub fn expired(&self) -> usize {
+        self.expired
     }
 
     pub fn set_active(&mut self, active: bool) {
@@ -165,23 +193,14 @@ impl Clients {
             55..=89 => (KvOp::Append(value.clone()), Some(WriteOp::Append { value })),
             _ => (KvOp::Delete, Some(WriteOp::Delete)),
         };
-        let op = match write {
+        let write = write.map(|op| (key.clone(), op));
+        let op = match &write {
             None => ClientOp::Get {
                 key: key.clone(),
                 stale: false,
             },
-            Some(op) => {
-                c.seq += 1;
-                let session = Some(Session {
-                    client: c.name.clone(),
-                    seq: c.seq,
-                });
-                ClientOp::Write(Command {
-                    key: key.clone(),
-                    op,
-                    session,
-                })
-            }
+            Some(_) if c.session.is_none() => ClientOp::Register,
+            Some((key, op)) => next_write(c.session, &mut c.seq, key, op),
         };
         c.current = Some(InFlight {
             operation: Operation {
@@ -193,6 +212,8 @@ impl Clients {
                 read: None,
             },
             op,
+            write,
+            registrations: 0,
             attempt: 0,
             attempts: 0,
             deadline: u64::MAX,
@@ -246,7 +267,32 @@ impl Clients {
             return Ok(()); // a reply to an attempt we already gave up on
         };
         let is_write = matches!(f.op, ClientOp::Write(_));
+        let registering = matches!(f.op, ClientOp::Register);
         match outcome {
+            Outcome::Registered(session) if registering => {
+                c.session = Some(session);
+                c.seq = 0;
+                f.registrations += 1;
+                let (key, op) = f.write.clone().expect("registering for a write");
+                f.op = next_write(c.session, &mut c.seq, &key, &op);
+                f.attempts = 0;
+                f.retry_at = Some(step);
+            }
+            Outcome::Failed {
+                code: ErrorCode::SessionExpired,
+                ..
+            } if is_write => {
+                // Not applied by this attempt. If an earlier one may have been, nobody
+                // can tell any more: the write's outcome is unknown.
+                self.expired += 1;
+                c.session = None;
+                if f.maybe_applied || f.registrations >= MAX_REGISTRATIONS {
+                    self.give_up(client);
+                } else {
+                    f.op = ClientOp::Register;
+                    f.retry_at = Some(step);
+                }
+            }
             Outcome::Value(v) if !is_write => {
                 let mut done = c.current.take().expect("in flight").operation;
                 done.read = v;
@@ -296,6 +342,17 @@ impl Clients {
             }
         }
     }
+}
+
+/// The request for a write in the client's current session, with its next seq.
+fn next_write(session: Option<u64>, seq: &mut u64, key: &str, op: &WriteOp) -> ClientOp {
+    let session = session.expect("a write goes out in a session");
+    *seq += 1;
+    ClientOp::Write(Command::write(
+        key,
+        op.clone(),
+        Some(Session::registered(session, *seq)),
+    ))
 }
 
 fn next_node(ids: &[NodeId], current: NodeId) -> NodeId {

@@ -635,6 +635,7 @@ impl Sim {
                 let kind = match &outcome {
                     Outcome::Value(v) => v.as_ref().map_or(1, String::len),
                     Outcome::Written => 2,
+                    Outcome::Registered(n) => 3 + *n as usize,
                     Outcome::Failed { code, .. } => 10 + *code as usize,
                 };
                 self.digest_event(&(2u8, token, kind, self.step));

@@ -517,11 +517,7 @@ impl Cluster {
                     value: value.into(),
                 },
             };
-            let command = Command {
-                key: key.into(),
-                op,
-                session: None,
-            };
+            let command = Command::write(key, op, None);
             batch.push(self.request(ClientOp::Write(command), format!("{name} {key}={value}")));
         }
         self.turn(id, batch)
@@ -537,11 +533,7 @@ impl Cluster {
                     key: key.into(),
                     stale,
                 },
-                _ => ClientOp::Write(Command {
-                    key: key.into(),
-                    op: WriteOp::Delete,
-                    session: None,
-                }),
+                _ => ClientOp::Write(Command::write(key, WriteOp::Delete, None)),
             };
             let what = if stale {
                 format!("{name} {key} (stale)")
@@ -989,6 +981,7 @@ fn describe_entry(e: &Entry) -> String {
             WriteOp::Put { value } => format!("put {}={value}", c.key),
             WriteOp::Append { value } => format!("append {}={value}", c.key),
             WriteOp::Delete => format!("delete {}", c.key),
+            WriteOp::Register => "register".into(),
         },
     }
 }
@@ -998,6 +991,7 @@ fn describe_outcome(o: &Outcome) -> String {
         Outcome::Value(Some(v)) => format!("{v:?}"),
         Outcome::Value(None) => "(missing)".into(),
         Outcome::Written => "ok".into(),
+        Outcome::Registered(n) => format!("session {n}"),
         Outcome::Failed { code, leader, .. } => match leader {
             Some(l) => format!("{} (leader n{l})", code.as_str()),
             None => code.as_str().to_string(),

@@ -25,6 +25,7 @@ fn entry(index: Index, term: Term) -> Entry {
                 value: format!("value of {index} in term {term}"),
             },
             session: None,
+            stamp: Default::default(),
         }),
     }
 }
@@ -114,6 +115,7 @@ fn cluster() -> ClusterConfig {
                 client: format!("127.0.0.1:800{id}"),
             })
             .collect(),
+        sessions: Default::default(),
     }
 }
 

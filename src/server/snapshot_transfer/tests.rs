@@ -451,6 +451,7 @@ fn sample_snapshot(keys: usize) -> Snapshot {
                 value: format!("{i:0100}"),
             },
             session: None,
+            stamp: Default::default(),
         });
     }
     Snapshot {
