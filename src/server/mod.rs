@@ -82,6 +82,7 @@
 //! connection. Ctrl-C / SIGTERM queue `Shutdown`: the state thread refuses new
 //! requests, fails pending ones, syncs, and [`run`] returns once the replies are out.
 
+mod budget;
 mod client_port;
 pub(crate) mod logging;
 mod peer_port;
@@ -115,12 +116,18 @@ use crate::{
     replica::{Outcome, DEFAULT_TICK_MS},
     storage::StorageOptions,
 };
+use budget::Budget;
 use logging::{info, warning, Level};
 use shared::{Input, Shared};
 use state::StateLoop;
 
-/// Capacity of the state thread's inbox. Beyond it, readers wait (TCP backpressure).
+/// Capacity of the state thread's inbox, in inputs. Beyond it, readers wait (TCP
+/// backpressure). Its bytes are bounded by the budgets: [`client_port::CLIENT_BYTES`]
+/// for client requests, [`PEER_BYTES`] for peer messages.
 const INBOX: usize = 16 * 1024;
+/// Bytes of peer messages the inbox may hold (`Shared::peer_budget`): four times
+/// what a leader keeps in flight to one follower (8 AppendEntries of about 1 MiB).
+const PEER_BYTES: usize = 32 << 20;
 /// How long a shutting-down node waits for replies to reach their clients.
 const DRAIN_REPLIES: Duration = Duration::from_secs(2);
 
@@ -195,6 +202,11 @@ pub fn run(options: NodeOptions) -> Result<()> {
             .map(|n| (n.id, n.client.clone()))
             .collect(),
         inbox: inbox_tx,
+        client_budget: Arc::new(
+            Budget::new(client_port::CLIENT_BYTES)
+                .with_small_lane(client_port::SMALL_REQUEST, client_port::CLIENT_RESERVE),
+        ),
+        peer_budget: Arc::new(Budget::new(PEER_BYTES)),
         shutting_down: AtomicBool::new(false),
         tick_pending: AtomicBool::new(false),
         unwritten: Arc::new(AtomicUsize::new(0)),
@@ -206,13 +218,14 @@ pub fn run(options: NodeOptions) -> Result<()> {
     let snapshots = boot.storage.snapshot_store();
     let mut peers = BTreeMap::new();
     for node in boot.membership.nodes.iter().filter(|n| n.id != options.id) {
-        let (tx, rx) = bounded(replicator::QUEUE);
+        let (tx, rx, queued_bytes) = replicator::PeerQueue::new();
         let link = replicator::Link {
             peer: node.id,
             addr: node.raft.clone(),
             inbox: shared.inbox.clone(),
             store: snapshots.clone(),
             tuning: replicator::Tuning::default(),
+            queued_bytes,
         };
         spawn(
             &format!("replicator-n{}", node.id),
@@ -259,8 +272,10 @@ pub fn run(options: NodeOptions) -> Result<()> {
 
     // Refuse whatever reached the inbox after the shutdown, then stop taking input.
     while let Ok(input) = inbox.try_recv() {
-        if let Input::Request(_, reply) = input {
-            reply.send(Outcome::shutting_down());
+        match input {
+            Input::Request(_, reply) => reply.send(Outcome::shutting_down()),
+            Input::Peer(m) => shared.peer_budget.release(shared::message_bytes(&m)),
+            _ => {}
         }
     }
     drop(inbox);

@@ -53,8 +53,9 @@ use std::{
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::{
+    budget::Budget,
     logging::{debug, info, warning, Throttle},
-    shared::{Input, Shared},
+    shared::{message_bytes, Input, Shared},
     snapshot_transfer::{
         parse_peer_line, write_ack, Ack, AckStatus, Chunk, Frame, Offer, PeerLine,
     },
@@ -90,6 +91,8 @@ pub(crate) struct Inbound {
     pub id: NodeId,
     /// The state thread's inbox.
     pub inbox: Sender<Input>,
+    /// Bytes of peer messages in the inbox (`Shared::peer_budget`).
+    pub budget: Arc<Budget>,
     /// Where incoming snapshots are stored.
     pub store: SnapshotStore,
 }
@@ -99,6 +102,7 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>, store: Snapshot
     let inbound = Arc::new(Inbound {
         id: shared.id,
         inbox: shared.inbox.clone(),
+        budget: Arc::clone(&shared.peer_budget),
         store,
     });
     drop(shared);
@@ -191,6 +195,10 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
                     continue;
                 }
                 note_sender(&mut from, message.from, addr);
+                // Waits while the inbox holds too many bytes of peer messages: the
+                // sender's replicator is then slowed by TCP. The state thread gives
+                // the bytes back as it takes the message.
+                inbound.budget.acquire(message_bytes(&message));
                 if inbound.inbox.send(Input::Peer(message)).is_err() {
                     break; // the state thread has stopped
                 }

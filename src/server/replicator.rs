@@ -75,16 +75,22 @@
 use std::{
     io::{self, BufReader, BufWriter, Write},
     net::{Shutdown, TcpStream},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{bounded, never, select, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{
+    bounded, never, select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError,
+};
 
 use super::{
     logging::{debug, info, warning},
     peer_port::resolve,
-    shared::Input,
+    shared::{entry_bytes, Input},
     snapshot_transfer::{
         parse_ack_line, write_frame, Ack, AckStatus, Chunk, Frame, Offer, MAX_ACK_LINE, MAX_CHUNK,
         MAX_SNAPSHOT,
@@ -99,6 +105,12 @@ use crate::{
 
 /// Messages waiting for one peer; beyond this the state thread drops new ones.
 pub(crate) const QUEUE: usize = 1024;
+/// Bytes of log entries waiting for one peer ([`entry_bytes`]); beyond this the state
+/// thread drops new messages with entries (messages without, such as heartbeats,
+/// are bounded by [`QUEUE`] alone). Twice what the core keeps in flight to a
+/// follower (8 AppendEntries of about 1 MiB), so it only bites when the connection
+/// stalls: then a probe of up to 1 MiB every heartbeat would otherwise pile up.
+pub(crate) const QUEUE_BYTES: usize = 16 << 20;
 /// Stack size of a replicator thread.
 pub(crate) const STACK: usize = 256 << 10;
 
@@ -143,6 +155,45 @@ impl Default for Tuning {
     }
 }
 
+/// The state thread's end of a peer's queue: bounded in messages ([`QUEUE`]) and in
+/// bytes of entries ([`QUEUE_BYTES`]). Sending never blocks.
+pub(crate) struct PeerQueue {
+    tx: Sender<Message>,
+    /// Bytes of entries queued and not yet taken by the replicator.
+    bytes: Arc<AtomicUsize>,
+}
+
+impl PeerQueue {
+    /// A queue, and the replicator's end of it (the receiver and the byte count to
+    /// put in its [`Link`]).
+    pub(crate) fn new() -> (PeerQueue, Receiver<Message>, Arc<AtomicUsize>) {
+        let (tx, rx) = bounded(QUEUE);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let queue = PeerQueue {
+            tx,
+            bytes: Arc::clone(&bytes),
+        };
+        (queue, rx, bytes)
+    }
+
+    /// Queues `message` unless the queue is full, in messages or in bytes.
+    pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError<Message>> {
+        let size = entry_bytes(&message);
+        if size > 0 {
+            // Only the state thread adds, so the look and the add cannot interleave
+            // with another add; the replicator only subtracts meanwhile.
+            let used = self.bytes.load(Ordering::Acquire);
+            if used > 0 && used + size > QUEUE_BYTES {
+                return Err(TrySendError::Full(message));
+            }
+            self.bytes.fetch_add(size, Ordering::AcqRel);
+        }
+        self.tx.try_send(message).inspect_err(|_| {
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
+        })
+    }
+}
+
 /// What a replicator needs besides its queue.
 pub(crate) struct Link {
     /// The peer this replicator sends to.
@@ -155,6 +206,9 @@ pub(crate) struct Link {
     pub store: SnapshotStore,
     /// How snapshots are streamed.
     pub tuning: Tuning,
+    /// Bytes of entries in the queue (see [`PeerQueue`]); given back as messages are
+    /// taken out.
+    pub queued_bytes: Arc<AtomicUsize>,
 }
 
 /// Runs until the state thread drops the sending side of `queue`.
@@ -201,7 +255,10 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
         let mut discarded_snapshot = false;
         loop {
             match queue.recv_deadline(until) {
-                Ok(m) => discarded_snapshot |= matches!(m.body, Body::InstallSnapshot { .. }),
+                Ok(m) => {
+                    link.taken(&m);
+                    discarded_snapshot |= matches!(m.body, Body::InstallSnapshot { .. });
+                }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -222,6 +279,19 @@ fn connect(addr: &str) -> io::Result<TcpStream> {
 }
 
 impl Link {
+    /// `m` left the queue: its bytes no longer count there.
+    fn taken(&self, m: &Message) {
+        let size = entry_bytes(m);
+        if size > 0 {
+            // Saturating: a test may feed the queue without counting.
+            let _ = self
+                .queued_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    Some(b.saturating_sub(size))
+                });
+        }
+    }
+
     /// Tells the core that sending its snapshot to this peer ended.
     fn report_sent(&self) {
         // Blocking: a lost `SnapshotSent` would leave the core waiting forever. An
@@ -372,6 +442,7 @@ impl Session<'_> {
     }
 
     fn on_message(&mut self, m: Message, conn: &mut Conn) -> io::Result<()> {
+        self.link.taken(&m);
         if let Body::InstallSnapshot { meta } = m.body {
             self.start_transfer(&m, meta);
             return Ok(());

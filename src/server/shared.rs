@@ -12,10 +12,10 @@ use std::{
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use super::reply_queue::ReplyTo;
+use super::{budget::Budget, reply_queue::ReplyTo};
 use crate::{
-    raft::NodeId,
-    replica::{self, Replica},
+    raft::{Body, Message, NodeId},
+    replica::{self, ClientOp, Replica},
 };
 
 /// One input for the state thread. A queued `Tick` only wakes the thread; the tick
@@ -29,8 +29,18 @@ pub(crate) struct Shared {
     pub replica: Mutex<Replica<ReplyTo>>,
     /// Client address of every member, for `leader_addr`.
     pub client_addrs: BTreeMap<NodeId, String>,
-    /// The state thread's input queue.
+    /// The state thread's input queue, bounded in items; its bytes are bounded by the
+    /// two budgets below.
     pub inbox: Sender<Input>,
+    /// Bytes of client requests read and not yet answered, plus answers not yet
+    /// written to their sockets: what client connections hold in this node. Readers
+    /// wait for room before they queue a request.
+    pub client_budget: Arc<Budget>,
+    /// Bytes of peer messages in the inbox ([`message_bytes`]): peer readers take
+    /// them before queueing, the state thread gives them back as it takes the message.
+    /// Apart from the clients' budget, so a client flood never delays a heartbeat or
+    /// an acknowledgement.
+    pub peer_budget: Arc<Budget>,
     /// Set when shutdown begins: readers stop forwarding new requests.
     pub shutting_down: AtomicBool,
     /// A tick is due and not yet handled. The state thread takes it at its next turn;
@@ -57,5 +67,29 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// What a peer message is counted as in the byte bounds (the inbox, a batch, a
+/// replicator's queue): its entries' approximate size, plus a little for the rest.
+pub(crate) fn message_bytes(message: &Message) -> usize {
+    64 + entry_bytes(message)
+}
+
+/// The approximate size of the log entries a message carries (0 for all but Append).
+pub(crate) fn entry_bytes(message: &Message) -> usize {
+    match &message.body {
+        Body::Append { entries, .. } => entries.iter().map(|e| e.approx_size()).sum(),
+        _ => 0,
+    }
+}
+
+/// What an input is counted as when a batch's bytes are bounded.
+pub(crate) fn input_bytes(input: &Input) -> usize {
+    match input {
+        Input::Peer(m) => message_bytes(m),
+        Input::Request(ClientOp::Write(command), _) => command.approx_size(),
+        Input::Request(ClientOp::Get { key, .. }, _) => 32 + key.len(),
+        _ => 0,
     }
 }
