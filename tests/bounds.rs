@@ -6,6 +6,9 @@
 //!   backpressure) rather than buffer everything, keep its leadership (heartbeats flow
 //!   while large batches are synced), serve another client's small writes meanwhile,
 //!   and lose no acknowledged write.
+//! - A leader whose every sync takes 800 ms (more than the longest election timeout,
+//!   injected with `RAFTKV_FAULT_LEADER_SYNC_MS`) keeps its leadership: its
+//!   replicators resend the last heartbeat while it waits for its disk.
 //! - A committed backlog applied in slices, one per turn, under the simulator's faults:
 //!   with slices of a couple of entries, every seed still keeps every invariant,
 //!   converges and leaves a linearizable history.
@@ -273,4 +276,80 @@ fn a_backlog_applied_in_tiny_slices_keeps_every_invariant_under_faults() {
             .unwrap_or_else(|v| panic!("seed {seed}: not linearizable: {v}"));
         assert!(sim.committed() > 0, "seed {seed} did some work");
     }
+}
+
+/// Node processes started by a test itself (with an environment of their own); killed
+/// when dropped, also when the test panics.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_leader_whose_every_sync_takes_800_ms_keeps_its_leadership() {
+    const SYNC_MS: u64 = 800;
+    assert!(
+        Duration::from_millis(SYNC_MS) > ELECTION,
+        "longer than any election timeout"
+    );
+    let c = Cluster::new(3);
+    let _children = Children(
+        c.ids()
+            .into_iter()
+            .map(|id| {
+                let log = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&c.nodes[&id].log)
+                    .unwrap();
+                c.command(id)
+                    .env("RAFTKV_FAULT_LEADER_SYNC_MS", SYNC_MS.to_string())
+                    .stderr(log)
+                    .spawn()
+                    .expect("spawn raftkv node")
+            })
+            .collect(),
+    );
+    let (leader, term) = c.wait_for_leader(&c.ids(), Duration::from_secs(20));
+    let pre_votes = |c: &Cluster| -> usize {
+        c.ids()
+            .iter()
+            .map(|&id| c.log_text(id).matches("asking for pre-votes").count())
+            .sum()
+    };
+    let before = pre_votes(&c);
+    let mut conn = Conn::connect(c.addr(leader), Duration::from_secs(10)).expect("connect");
+    let started = Instant::now();
+    for i in 0..4 {
+        let v = conn
+            .call(&json!({"op": "put", "key": format!("k{i}"), "value": "v"}))
+            .expect("an answer");
+        assert_eq!(v["ok"], true, "put {i}: {v}");
+    }
+    let took = started.elapsed();
+    let status = c.status(leader).expect("status");
+    eprintln!(
+        "4 puts through a leader syncing in {SYNC_MS} ms took {} ms; term {term} -> {}; \
+         pre-vote rounds after the first election: {}",
+        took.as_millis(),
+        status["term"],
+        pre_votes(&c) - before
+    );
+    assert!(
+        took >= Duration::from_millis(4 * SYNC_MS),
+        "every put waited for a slow sync"
+    );
+    assert_eq!(status["role"], "leader", "{status}");
+    assert_eq!(status["term"], term, "{status}");
+    assert_eq!(
+        pre_votes(&c),
+        before,
+        "a follower timed out during a slow sync"
+    );
 }

@@ -211,6 +211,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         tick_pending: AtomicBool::new(false),
         unwritten: Arc::new(AtomicUsize::new(0)),
         client_conns: AtomicUsize::new(0),
+        watch: Arc::default(),
         wal_bytes: AtomicU64::new(boot.storage.wal_bytes()),
         max_line_bytes: options.max_line_bytes,
     });
@@ -226,6 +227,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
             store: snapshots.clone(),
             tuning: replicator::Tuning::default(),
             queued_bytes,
+            keepalive: replicator::Keepalive::for_tick(options.tick_ms, Arc::clone(&shared.watch)),
         };
         spawn(
             &format!("replicator-n{}", node.id),

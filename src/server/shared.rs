@@ -7,6 +7,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
+    time::{Duration, Instant},
 };
 
 use crossbeam_channel::Sender;
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 
 use super::{budget::Budget, reply_queue::ReplyTo};
 use crate::{
-    raft::{Body, Message, NodeId},
+    raft::{Body, Message, NodeId, Term},
     replica::{self, ClientOp, Replica},
 };
 
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     pub unwritten: Arc<AtomicUsize>,
     /// Open client connections.
     pub client_conns: AtomicUsize,
+    /// What the replicators see of the state thread (for keepalives).
+    pub watch: Arc<StateWatch>,
     /// Bytes of WAL segments on disk, as of the state thread's last turn (for `status`).
     pub wal_bytes: AtomicU64,
     /// Longest client request line accepted.
@@ -67,6 +70,60 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+/// What the state thread shows the replicators of itself, so that they can keep the
+/// followers from timing out while it waits for its disk (`replicator`, keepalives).
+/// Written by the state thread only.
+#[derive(Debug)]
+pub(crate) struct StateWatch {
+    epoch: Instant,
+    /// When the current write and sync began, in milliseconds after `epoch` plus one;
+    /// 0 while the state thread is not writing.
+    disk_since: AtomicU64,
+    /// The term in which this node leads; 0 while it does not.
+    leading: AtomicU64,
+}
+
+impl Default for StateWatch {
+    fn default() -> StateWatch {
+        StateWatch {
+            epoch: Instant::now(),
+            disk_since: AtomicU64::new(0),
+            leading: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StateWatch {
+    /// The state thread starts writing (a no-op if it already is).
+    pub fn disk_busy(&self) {
+        if self.disk_since.load(Ordering::Relaxed) == 0 {
+            let now = self.epoch.elapsed().as_millis() as u64 + 1;
+            self.disk_since.store(now, Ordering::Release);
+        }
+    }
+
+    /// What it wrote is durable.
+    pub fn disk_done(&self) {
+        self.disk_since.store(0, Ordering::Release);
+    }
+
+    /// How long the state thread has been writing and syncing, if it is.
+    pub fn disk_busy_for(&self) -> Option<Duration> {
+        let since = self.disk_since.load(Ordering::Acquire).checked_sub(1)?;
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(since)))
+    }
+
+    /// Whether and in which term this node leads, as of the state thread's last look.
+    pub fn set_leading(&self, term: Option<Term>) {
+        self.leading.store(term.unwrap_or(0), Ordering::Release);
+    }
+
+    pub fn leading(&self) -> Option<Term> {
+        Some(self.leading.load(Ordering::Acquire)).filter(|&t| t > 0)
     }
 }
 

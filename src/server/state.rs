@@ -19,7 +19,7 @@ use super::{
     logging::{self, debug, error, info, warning, Level},
     replicator::PeerQueue,
     reply_queue::ReplyTo,
-    shared::{input_bytes, message_bytes, Input, Shared},
+    shared::{input_bytes, message_bytes, Input, Shared, StateWatch},
 };
 use crate::{
     error::Error,
@@ -44,6 +44,9 @@ pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// An fsync slower than this is worth a warning.
 const SLOW_SYNC: Duration = Duration::from_millis(50);
+/// Fault injection for tests: every sync by a node while it leads takes this many
+/// milliseconds longer (a busy disk under the leader only, the case keepalives are for).
+pub(crate) const FAULT_LEADER_SYNC_MS: &str = "RAFTKV_FAULT_LEADER_SYNC_MS";
 
 /// The state thread's own resources.
 pub(crate) struct StateLoop {
@@ -77,6 +80,11 @@ impl StateLoop {
                 logged: seen,
                 seen,
                 backlog: false,
+                watch: Arc::clone(&shared.watch),
+                leader_sync_delay: std::env::var(FAULT_LEADER_SYNC_MS)
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map(Duration::from_millis),
             },
             shared,
             inbox,
@@ -181,6 +189,10 @@ struct NodeIo {
     /// As last observed: committed entries wait to be applied (`turn::has_more`), so
     /// the next turn must not wait for input.
     backlog: bool,
+    /// Tells the replicators when this thread waits for the disk, and whether it leads.
+    watch: Arc<StateWatch>,
+    /// See [`FAULT_LEADER_SYNC_MS`].
+    leader_sync_delay: Option<Duration>,
 }
 
 impl NodeIo {
@@ -224,6 +236,7 @@ impl NodeIo {
 impl Durable for NodeIo {
     fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), Halt> {
         self.sync_started.get_or_insert_with(Instant::now);
+        self.watch.disk_busy();
         self.storage
             .save_hard_state(hard_state)
             .map_err(|e| fatal("saving term and vote", &e))
@@ -231,6 +244,7 @@ impl Durable for NodeIo {
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), Halt> {
         self.sync_started.get_or_insert_with(Instant::now);
+        self.watch.disk_busy();
         self.unsynced = true;
         self.storage
             .append(entries)
@@ -240,6 +254,7 @@ impl Durable for NodeIo {
     /// The snapshot's file is already in place (the peer reader finished receiving
     /// it before the core saw it); what is left is to drop the log it replaces.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Halt> {
+        self.watch.disk_busy();
         let meta = snapshot.meta;
         self.storage
             .reset_log(meta)
@@ -282,10 +297,17 @@ impl Durable for NodeIo {
     /// the WAL's fsync.
     fn sync(&mut self) -> Result<(), Halt> {
         if std::mem::take(&mut self.unsynced) {
+            if let Some(delay) = self
+                .leader_sync_delay
+                .filter(|_| self.seen.role == Role::Leader)
+            {
+                std::thread::sleep(delay);
+            }
             self.storage
                 .sync()
                 .map_err(|e| fatal("syncing the log", &e))?;
         }
+        self.watch.disk_done();
         if let Some(started) = self.sync_started.take() {
             let took = started.elapsed();
             if took > SLOW_SYNC {
@@ -336,6 +358,8 @@ impl Observer<ReplyTo> for NodeIo {
     fn observe(&mut self, replica: &Replica<ReplyTo>, _: &ReplicaReady<ReplyTo>) {
         self.seen = Seen::of(replica);
         self.backlog = turn::has_more(replica);
+        let leading = self.seen.role == Role::Leader;
+        self.watch.set_leading(leading.then_some(self.seen.term));
     }
 }
 

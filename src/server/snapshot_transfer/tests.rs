@@ -508,6 +508,7 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
         store: leader_store,
         tuning,
         queued_bytes: Arc::default(),
+        keepalive: Default::default(),
     };
     thread::spawn(move || replicator::run(link, queue_rx));
     proxy.wait_for_connections(1);
@@ -834,6 +835,7 @@ fn an_install_snapshot_for_an_unreachable_peer_is_reported() {
         store,
         tuning: tuning(),
         queued_bytes: Arc::default(),
+        keepalive: Default::default(),
     };
     thread::spawn(move || replicator::run(link, queue_rx));
     queue.send(install_snapshot(META)).unwrap();
