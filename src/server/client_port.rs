@@ -6,6 +6,12 @@
 //! the slot's own reply channel ([`ReplyTo`]); answers it can give itself (`status`,
 //! `bad_request`) go in ready-made. The writer only ever takes filled slots from the
 //! front, so a slow write never lets a later fast read overtake it.
+//!
+//! Backpressure: before a request goes to the inbox, the reader waits for room for
+//! its line's bytes on the connection ([`PIPELINE`] slots, [`PIPELINE_BYTES`]) and
+//! then in the node ([`CLIENT_BYTES`], `Shared::client_budget`); meanwhile it reads no
+//! more, so a client that sends faster than the node commits is slowed by TCP. The
+//! bytes come back as answers replace requests and are written (`reply_queue`).
 
 use std::{
     io::{self, BufReader, BufWriter, Read, Write},

@@ -5,7 +5,9 @@
 //! connection (see `replicator`). Each line is one `raft::Message` in JSON, or a
 //! snapshot frame (`snapshot_transfer`). Anything else (bad JSON, a line over
 //! [`MAX_PEER_LINE`]) is logged once and the connection closed; the node itself never
-//! stops for bad input.
+//! stops for bad input. Before a message goes to the inbox the reader takes its bytes
+//! from the peer budget (`Shared::peer_budget`, 32 MiB), waiting while it is spent;
+//! the state thread gives them back as it takes the message into a batch.
 //!
 //! **Snapshots.** The leader's replicator streams a snapshot file on the same
 //! connection: an offer, then chunks. The reader does not touch the disk; it hands

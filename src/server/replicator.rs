@@ -10,6 +10,25 @@
 //! InstallSnapshot (the core waits in its `Snapshot` state until it hears
 //! `SnapshotSent`), so a discarded one is reported as a transfer that ended.
 //!
+//! **Bounded in bytes too.** A [`PeerQueue`] holds at most [`QUEUE`] messages and
+//! [`QUEUE_BYTES`] (16 MiB) of log entries; past either the state thread drops the
+//! message (heartbeats and other messages without entries are bounded by count
+//! alone). The core keeps at most 8 AppendEntries of about 1 MiB in flight to a
+//! follower, so only a stalled connection reaches it, where a probe of up to 1 MiB
+//! every heartbeat would otherwise pile up for the whole write timeout.
+//!
+//! **Keepalives.** The core sends heartbeats only when the state thread turns, and it
+//! does not turn while it writes and syncs a batch. So the replicator remembers the
+//! last AppendEntries it wrote, and while this node leads in that term, its state
+//! thread has been in one write and sync for at least a heartbeat interval (at most
+//! [`Keepalive::at_most`]), and nothing went to the peer for a heartbeat interval, it
+//! writes that AppendEntries again *without its entries*: the heartbeat the core would
+//! have sent at that moment. The follower restarts its election timer and answers;
+//! as a duplicate of what it already had, it changes nothing else (Raft is safe
+//! whatever copies of a message arrive; a ReadIndex round it acknowledges again began
+//! before the first copy left). A sync that outlasts `at_most` is a sick disk: then
+//! the followers are let to time out and elect a leader that can write.
+//!
 //! **Snapshots.** An InstallSnapshot message names a snapshot the leader has on disk;
 //! it is not written to the socket. Instead the replicator streams the snapshot file
 //! over the same connection, in frames (`snapshot_transfer` describes them):

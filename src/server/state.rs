@@ -1,11 +1,35 @@
 //! The state thread: the only writer of the replica, and the only user of storage.
 //!
-//! Its loop blocks for one input, drains whatever else is already queued (up to
-//! [`MAX_BATCH`]) into one batch, and runs one [`turn`](crate::replica::turn) on it: the
-//! same function the simulator runs. What is particular to a real node lives here, in
-//! [`NodeIo`]: the WAL behind [`Durable`], the replicators' queues behind
-//! [`Transport`], the connections' reply channels behind [`Replies`], and log lines for
-//! role, term and leader changes behind [`Observer`].
+//! Its loop blocks for one input, drains whatever else is already queued into one
+//! batch, and runs one [`turn`](crate::replica::turn) on it: the same function the
+//! simulator runs. What is particular to a real node lives here, in [`NodeIo`]: the
+//! WAL behind [`Durable`], the replicators' queues behind [`Transport`], the
+//! connections' reply channels behind [`Replies`], and log lines for role, term and
+//! leader changes behind [`Observer`].
+//!
+//! **How long a turn takes is bounded, whatever the input.** A turn writes and syncs
+//! what its batch produced, and ticks, heartbeats and elections wait for it (a tick is
+//! taken at the start of the next turn), so:
+//!
+//! - a batch stops at [`MAX_BATCH`] inputs or [`MAX_BATCH_BYTES`] (4 MiB) of them,
+//!   whichever comes first. Small writes reach the count long before the bytes (the
+//!   fsync is amortized exactly as before); 1 MiB values reach the bytes after four,
+//!   so one sync covers at most about 4 MiB instead of everything queued (64 MiB,
+//!   575 ms, and a lost leadership, before). Taking a peer message into the batch
+//!   gives its bytes back to the peer budget (`Shared::peer_budget`): from there on
+//!   the batch bounds them;
+//! - a committed backlog comes out of the replica in slices and a turn applies one;
+//!   while one is left ([`turn::has_more`], seen by the observer), the next turn
+//!   starts at once without waiting for input, and takes any pending tick first.
+//!
+//! **Keepalives.** While this thread writes and syncs, it cannot send heartbeats. It
+//! tells the replicators when a write begins and when the sync is done, and whether
+//! the node leads, through `Shared::watch`; a leader's replicators then resend the
+//! last heartbeat to followers that heard nothing for a heartbeat interval (see
+//! `replicator`). So a slow sync costs latency, not leadership.
+//!
+//! For tests, [`FAULT_LEADER_SYNC_MS`] makes every sync by a leading node that much
+//! slower: a busy disk under the leader alone, which is what keepalives are for.
 
 use std::{
     collections::BTreeMap,
@@ -37,9 +61,9 @@ pub(crate) const MAX_BATCH: usize = 4096;
 /// A batch stops growing once its inputs hold this many bytes (writes' commands, peer
 /// messages' entries; see `shared::input_bytes`), so that one turn writes and syncs a
 /// bounded amount whatever the size of the values. The first input always goes in.
-/// 4 MiB takes about 10 ms to write and sync on an SSD and stays under 100 ms on a
-/// disk ten times slower, against a heartbeat every 60 ms and an election timeout of
-/// 300 ms or more. Small writes never reach it: 4096 puts of 100 bytes are 600 KB.
+/// 4 MiB takes about 10 ms to write and sync on an SSD and stays near 100 ms on a
+/// disk ten times slower, against an election timeout of 300 ms or more. Small writes
+/// never reach it: 4096 puts of 100 bytes are 600 KB.
 pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// An fsync slower than this is worth a warning.
