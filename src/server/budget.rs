@@ -106,7 +106,11 @@ impl Budget {
         if bytes == 0 {
             return;
         }
-        let before = self.used.fetch_sub(bytes, SeqCst);
+        // Saturating: a miscount must never wrap around to a budget spent forever.
+        let before = self
+            .used
+            .fetch_update(SeqCst, SeqCst, |used| Some(used.saturating_sub(bytes)))
+            .unwrap_or_else(|used| used);
         debug_assert!(before >= bytes, "released more bytes than were held");
         if self.waiting.load(SeqCst) > 0 {
             let _guard = self.lock.lock();

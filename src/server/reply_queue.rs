@@ -169,17 +169,21 @@ impl ConnQueue {
         id: Option<Value>,
         bytes: usize,
     ) -> Option<ReplyTo> {
-        if !self.wait_for_room(&mut self.inner.lock(), bytes) {
+        let mut inner = self.inner.lock();
+        if !self.wait_for_room(&mut inner, bytes) {
             return None;
         }
-        // Only this thread adds to the queue, so the room found stays while it waits
-        // for the node's budget (never holding the queue's lock meanwhile).
-        self.budget.acquire(bytes);
-        let mut inner = self.inner.lock();
-        if inner.writer_done {
+        if !self.budget.try_acquire(bytes) {
+            // Only this thread adds to the queue, so the room found stays while it
+            // waits for the node's budget (never holding the queue's lock meanwhile).
             drop(inner);
-            self.budget.release(bytes);
-            return None;
+            self.budget.acquire(bytes);
+            inner = self.inner.lock();
+            if inner.writer_done {
+                drop(inner);
+                self.budget.release(bytes);
+                return None;
+            }
         }
         let seq = self.push(&mut inner, Slot::Pending, bytes);
         Some(ReplyTo {
