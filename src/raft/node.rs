@@ -23,6 +23,13 @@ pub struct Config {
     pub max_inflight: usize,
     /// Approximate byte budget of one AppendEntries message.
     pub max_append_bytes: usize,
+    /// Most committed entries one [`Ready`] hands out to apply; the rest come with the
+    /// next. A large backlog (after a restart, or a follower catching up) is thus
+    /// applied in slices, and the runtime gets to tick, send heartbeats and answer
+    /// `status` between them.
+    pub max_apply_entries: usize,
+    /// ... and at most about this many bytes of them (always at least one entry).
+    pub max_apply_bytes: usize,
 }
 
 impl Config {
@@ -37,6 +44,8 @@ impl Default for Config {
             heartbeat_ticks: 2,
             max_inflight: 8,
             max_append_bytes: 1 << 20,
+            max_apply_entries: 4096,
+            max_apply_bytes: 4 << 20,
         }
     }
 }
@@ -59,6 +68,10 @@ pub struct NotLeader {
 /// 3. send `messages` (a leader's `Append` messages may be sent before step 1);
 /// 4. apply `committed` in order, then serve `reads`; answer `failed_reads`; treat
 ///    proposals at index >= `aborted_from` as outcome-unknown.
+///
+/// `committed` is one slice of what is committed and not yet handed out (at most
+/// [`Config::max_apply_entries`] entries and about [`Config::max_apply_bytes`]); when
+/// more is left, [`RaftNode::has_unapplied`] says so and the next `Ready` continues.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Term and vote, if they changed since the last `Ready`.
@@ -67,7 +80,7 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// Messages to send, in order.
     pub messages: Vec<Message>,
-    /// Newly committed entries to apply, in index order.
+    /// Newly committed entries to apply, in index order (a bounded slice of them).
     pub committed: Vec<Entry>,
     /// Reads confirmed by a quorum whose read index is applied once `committed` is.
     pub reads: Vec<ReadId>,
@@ -227,6 +240,11 @@ impl RaftNode {
     }
     pub fn applied_index(&self) -> Index {
         self.applied
+    }
+    /// Committed entries are left that no [`Ready`] has handed out yet: the last one
+    /// handed out a slice of a larger backlog.
+    pub fn has_unapplied(&self) -> bool {
+        self.commit > self.applied
     }
     pub fn last_index(&self) -> Index {
         self.log.last_index()
@@ -473,8 +491,13 @@ impl RaftNode {
         let hard_state = std::mem::take(&mut self.hard_state_dirty).then(|| self.hard_state());
         let entries = self.log.take_unstable();
         let committed = if self.commit > self.applied {
-            let c = self.log.slice(self.applied + 1, self.commit, usize::MAX);
-            self.applied = self.commit;
+            // One bounded slice; the rest comes with the next `Ready`.
+            let max_entries = self.config.max_apply_entries.max(1) as Index;
+            let to = self.commit.min(self.applied + max_entries);
+            let c = self
+                .log
+                .slice(self.applied + 1, to, self.config.max_apply_bytes);
+            self.applied = c.last().map_or(self.commit, |e| e.index);
             c
         } else {
             Vec::new()

@@ -17,6 +17,7 @@ fn config() -> Config {
         heartbeat_ticks: 2,
         max_inflight: 3,
         max_append_bytes: 1 << 20,
+        ..Config::default()
     }
 }
 
@@ -698,4 +699,100 @@ fn a_finished_or_failed_transfer_makes_the_leader_probe_after_the_snapshot() {
             .any(|(to, prev, _)| *to == 3 && *prev == last),
         "a probe from just after the snapshot"
     );
+}
+
+/// A follower of node 2 in term 2 whose log holds `entries` (all of term 1), with
+/// `config`.
+fn follower_with(config: Config, entries: Vec<Entry>) -> RaftNode {
+    let hs = HardState {
+        term: 2,
+        voted_for: None,
+    };
+    RaftNode::new(
+        1,
+        &[1, 2, 3],
+        config,
+        1,
+        hs,
+        SnapshotMeta::default(),
+        entries,
+    )
+}
+
+/// The indexes of the committed entries each `ready` hands out until none are left.
+fn apply_slices(n: &mut RaftNode) -> Vec<Vec<Index>> {
+    let mut slices = Vec::new();
+    loop {
+        let r = n.ready();
+        if r.committed.is_empty() {
+            assert!(!n.has_unapplied());
+            return slices;
+        }
+        slices.push(r.committed.iter().map(|e| e.index).collect());
+    }
+}
+
+#[test]
+fn a_large_commit_backlog_is_handed_out_in_slices_of_bounded_entries() {
+    // Not a paper rule but the runtime's: applying a backlog (a restart, a follower
+    // catching up) must not hold the node for as long as the backlog takes.
+    let config = Config {
+        max_apply_entries: 3,
+        ..config()
+    };
+    let terms = [1; 10];
+    let mut n = follower_with(config, super::log::tests::noop_entries(&terms));
+    n.step(msg(2, 1, 2, heartbeat(10, 1, 10)));
+    assert_eq!(n.commit_index(), 10);
+    let first = n.ready();
+    assert_eq!(first.committed.len(), 3);
+    assert!(
+        !first.messages.is_empty(),
+        "the answer leaves with the first slice"
+    );
+    assert!(n.has_unapplied());
+    assert_eq!(n.applied_index(), 3);
+    assert_eq!(
+        apply_slices(&mut n),
+        vec![vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+    );
+    assert_eq!(n.applied_index(), 10);
+}
+
+#[test]
+fn a_slice_of_committed_entries_is_bounded_in_bytes_but_holds_at_least_one() {
+    let config = Config {
+        max_apply_bytes: 2500,
+        ..config()
+    };
+    let entry = |index: Index, value_bytes: usize| Entry {
+        index,
+        term: 1,
+        payload: crate::raft::Payload::Command(put(&"v".repeat(value_bytes))),
+    };
+    // 1000-byte values, then one far over the budget, then small ones.
+    let entries = vec![
+        entry(1, 1000),
+        entry(2, 1000),
+        entry(3, 1000),
+        entry(4, 10_000),
+        entry(5, 10),
+        entry(6, 10),
+    ];
+    let mut n = follower_with(config, entries);
+    n.step(msg(2, 1, 2, heartbeat(6, 1, 6)));
+    assert_eq!(
+        apply_slices(&mut n),
+        vec![vec![1, 2], vec![3], vec![4], vec![5, 6]]
+    );
+}
+
+#[test]
+fn with_the_default_limits_a_small_backlog_is_one_slice() {
+    // The golden scripts and the simulator's small logs never see a slice cut.
+    let terms = [1; 100];
+    let mut n = follower_with(config(), super::log::tests::noop_entries(&terms));
+    n.step(msg(2, 1, 2, heartbeat(100, 1, 100)));
+    assert_eq!(n.ready().committed.len(), 100);
+    assert!(!n.has_unapplied());
 }

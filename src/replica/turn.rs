@@ -19,7 +19,14 @@
 //!    3 made durable), then hands out the client replies, and starts saving a snapshot
 //!    in the background if one is due;
 //!
-//! and repeats from step 2 while the replica has more to say.
+//! and repeats from step 2 while the replica has more to say, with one exception: a
+//! large committed backlog (after a restart, or on a follower catching up) comes out
+//! of [`Replica::ready`] in bounded slices, and a turn applies **one** slice. When the
+//! drained slice left more behind, the turn says what is durable and ends; the runtime
+//! then runs the next turn at once (see [`has_more`]), taking a pending tick and new
+//! inputs first. So heartbeats, elections and `status` keep flowing while a backlog
+//! of any size is applied. A turn whose backlog fits in one slice, which is every
+//! turn of a small log, is unchanged.
 //!
 //! The runtime plugs in through four small traits: [`Durable`] (the WAL, or the
 //! simulator's in-memory disk that keeps only what was synced), [`Transport`] (the
@@ -117,16 +124,29 @@ where
     });
     loop {
         let durable = release(&mut ready, leading, io)?;
-        (ready, leading) = cell.with(|replica| {
+        let next = cell.with(|replica| {
+            // Did the slice just released leave a backlog? (Asked before `persisted`,
+            // which may commit more: that is this turn's to hand out as usual.)
+            let sliced = has_more(replica);
             if let Some(last) = durable {
                 replica.persisted(last.index, last.term);
             }
-            drain(replica, io)
+            (!sliced).then(|| drain(replica, io))
         });
-        if ready.is_empty() {
-            return Ok(());
+        match next {
+            Some((more, still_leading)) if !more.is_empty() => {
+                (ready, leading) = (more, still_leading);
+            }
+            // Nothing more, or a backlog slice was applied: the next turn continues.
+            _ => return Ok(()),
         }
     }
+}
+
+/// Committed entries are waiting to be applied: the runtime should run another turn
+/// soon, even with no new input (the backlog is applied one slice per turn).
+pub fn has_more<T>(replica: &Replica<T>) -> bool {
+    replica.node().has_unapplied()
 }
 
 /// Takes the replica's outputs and lets the observer look; also says whether it leads.

@@ -6,6 +6,12 @@
 //! the slot's own reply channel ([`ReplyTo`]); answers it can give itself (`status`,
 //! `bad_request`) go in ready-made. The writer only ever takes filled slots from the
 //! front, so a slow write never lets a later fast read overtake it.
+//!
+//! Backpressure: before a request goes to the inbox, the reader waits for room for
+//! its line's bytes on the connection ([`PIPELINE`] slots, [`PIPELINE_BYTES`]) and
+//! then in the node ([`CLIENT_BYTES`], `Shared::client_budget`); meanwhile it reads no
+//! more, so a client that sends faster than the node commits is slowed by TCP. The
+//! bytes come back as answers replace requests and are written (`reply_queue`).
 
 use std::{
     io::{self, BufReader, BufWriter, Read, Write},
@@ -57,6 +63,21 @@ pub(crate) fn connection_cap() -> usize {
 /// Answers outstanding on one connection; a client that pipelines more than this
 /// without reading is slowed down by TCP backpressure.
 const PIPELINE: usize = 1024;
+/// Bytes one connection may hold in the node: requests read and not yet answered plus
+/// answers not yet written (`reply_queue`). Far above what small requests ever
+/// pipeline (1,024 puts of 100 bytes are about 150 KB), and an eighth of
+/// [`CLIENT_BYTES`], so that no few connections can take the whole budget.
+pub(crate) const PIPELINE_BYTES: usize = 2 << 20;
+/// Bytes all client connections together may hold in the node (`Shared::client_budget`).
+/// With the connections' read buffers (one line each, at most `--max-line-bytes`) this
+/// is what clients can make a node hold, however many pipeline and however large
+/// their values.
+pub(crate) const CLIENT_BYTES: usize = 16 << 20;
+/// A request line of at most this many bytes is small: it may also use
+/// [`CLIENT_RESERVE`], room past [`CLIENT_BYTES`] that large requests cannot take, so
+/// that small requests are never held back for long by large ones (`budget`).
+pub(crate) const SMALL_REQUEST: usize = 64 << 10;
+pub(crate) const CLIENT_RESERVE: usize = 4 << 20;
 /// Stack size of connection threads: they parse and serialize small JSON documents.
 const STACK: usize = 256 << 10;
 /// After an oversized line, how much more input is read and discarded (and for how
@@ -130,7 +151,13 @@ fn start(stream: TcpStream, slot: Arc<ConnSlot>) -> io::Result<()> {
     // descriptor per connection, not two.
     let stream = Arc::new(stream);
     let write_half = Arc::clone(&stream);
-    let queue = ConnQueue::new(PIPELINE, Arc::clone(&slot.0.unwritten));
+    let shared = &slot.0;
+    let queue = ConnQueue::new(
+        PIPELINE,
+        PIPELINE_BYTES,
+        Arc::clone(&shared.unwritten),
+        Arc::clone(&shared.client_budget),
+    );
     let writer_queue = Arc::clone(&queue);
     let writer_slot = Arc::clone(&slot);
     thread::Builder::new()
@@ -204,7 +231,9 @@ fn handle_line(line: &[u8], queue: &Arc<ConnQueue>, shared: &Shared) -> bool {
         Op::Write { key, op, session } => ClientOp::Write(Command::write(key, op, session)),
         Op::Register => ClientOp::Register,
     };
-    let Some(reply) = queue.push_pending(request.id) else {
+    // The request line's length stands for what the request holds until answered
+    // (its parsed form is no larger). This may wait: backpressure.
+    let Some(reply) = queue.push_pending(request.id, line.len()) else {
         return false;
     };
     if shared.is_shutting_down() {
@@ -240,22 +269,25 @@ fn linger(mut stream: &TcpStream) {
 fn write_loop(stream: Arc<TcpStream>, queue: &ConnQueue, shared: &Shared) {
     let mut out = BufWriter::with_capacity(BUFFER, &*stream);
     let mut batch = Vec::new();
-    let mut unflushed = 0;
+    // Answers taken and not yet flushed to the socket, and their bytes.
+    let (mut unflushed, mut unflushed_bytes) = (0, 0);
     let result = (|| -> io::Result<()> {
         loop {
             // Take what is ready without waiting; only when nothing is, flush and wait.
             queue.take_filled(&mut batch, false);
             if batch.is_empty() {
                 out.flush()?;
-                queue.written(std::mem::take(&mut unflushed));
+                let n = std::mem::take(&mut unflushed);
+                queue.written(n, std::mem::take(&mut unflushed_bytes));
                 if !queue.take_filled(&mut batch, true) {
                     return Ok(());
                 }
             }
             unflushed += batch.len();
+            unflushed_bytes += batch.iter().map(Slot::bytes).sum::<usize>();
             for slot in batch.drain(..) {
                 match slot {
-                    Slot::Answered { id, outcome } => {
+                    Slot::Answered { id, outcome, .. } => {
                         write_outcome(&mut out, id.as_ref(), outcome, shared)?
                     }
                     Slot::Ready(v) => write_json_line(&mut out, &v)?,
@@ -272,7 +304,7 @@ fn write_loop(stream: Arc<TcpStream>, queue: &ConnQueue, shared: &Shared) {
     if let Err(e) = &result {
         debug!("client connection ended: {e}");
     }
-    queue.written(unflushed);
+    queue.written(unflushed, unflushed_bytes);
     queue.writer_stopped();
 }
 

@@ -47,6 +47,68 @@
 //! own one-shot reply channel, so delivering a reply never blocks either, and the
 //! answer for a client that disconnected is simply discarded.
 //!
+//! **Bounded memory: every queue between threads is bounded in bytes as well as in
+//! items.** A count alone bounds nothing when a value can be 1 MiB: 16 connections
+//! pipelining 60 such puts used to put all 960 MiB into the inbox. Now:
+//!
+//! | what | bounded by | where |
+//! |---|---|---|
+//! | one connection: requests read and not answered, answers not written | 1,024 slots, 2 MiB (`PIPELINE_BYTES`) | `reply_queue` |
+//! | all client connections together, the same bytes | 16 MiB, plus a 4 MiB lane only requests under 64 KiB may use | `client_port::CLIENT_BYTES`, `budget` |
+//! | peer messages in the inbox | 16,384 inputs (`INBOX`), 32 MiB (`PEER_BYTES`) | `peer_port`, `state` |
+//! | one batch (one write and one fsync) | 4,096 inputs, 4 MiB | `state::MAX_BATCH_BYTES` |
+//! | committed entries applied in one turn | 4,096 entries, 4 MiB | `raft::Config::max_apply_*`, `replica::turn` |
+//! | one peer's queue | 1,024 messages, 16 MiB of entries | `replicator::QUEUE_BYTES` |
+//! | a line being read | `--max-line-bytes` (8 MiB) per client connection, 64 MiB per peer | `codec` |
+//!
+//! A reader that finds no room waits before it queues (its connection's bytes first,
+//! then the node's), and its client is slowed by TCP; nothing is refused for being
+//! large, only delayed. The client bytes are counted from the moment a request line
+//! is read until its answer is written to the socket, so they cover the request in
+//! the inbox, in a batch, in the log awaiting commit, and an unread answer (a large
+//! get). The per-connection cap is the fairness rule: no connection holds more than
+//! an eighth of the node's budget, and small requests have a lane of their own, so a
+//! few clients flooding large values neither take the whole budget nor starve a
+//! client writing small values (measured: 16 connections pipelining 60 puts of 1 MiB
+//! each, without reading, while another client's small puts waited ~150 ms at the
+//! median). The state thread never waits for a budget: it gives back a peer
+//! message's bytes as it takes it, and charges a client's answer without waiting.
+//!
+//! What this does not bound, and why: the connections' read buffers (one line each,
+//! so `--max-line-bytes` times the number of connections, up to 4,096), and the log
+//! itself, whose committed tail the replica keeps for lagging followers until a
+//! snapshot lets it go (by count of entries, see `replica`).
+//!
+//! **Heartbeats survive a slow disk.** A leader's state thread is blocked while it
+//! writes and syncs a batch, and used to send nothing meanwhile: a 575 ms fsync of a
+//! 64 MiB batch let the followers time out and elect another leader. Two things keep
+//! heartbeats flowing now:
+//!
+//! 1. *Short syncs.* A batch stops growing at 4 MiB, so one write and sync covers at
+//!    most that much (about 10 ms on an SSD; the flood above saw at most ~200 ms on
+//!    this shared, busy machine, under the shortest election timeout of 300 ms).
+//! 2. *Keepalives.* The state thread says when it starts writing and when the sync is
+//!    done (`shared::StateWatch`), and whether it leads. While a leader's write and
+//!    sync has lasted longer than a heartbeat interval, its replicators resend each
+//!    follower the last AppendEntries without its entries every heartbeat interval:
+//!    exactly the heartbeat the core would have sent then (same base, commit index and
+//!    read round), which a follower takes as a duplicate that restarts its election
+//!    timer. Raft's safety never depends on how many copies of a message arrive. This
+//!    lasts for at most four of the longest election timeouts (2.4 s): a disk that
+//!    does not finish a sync in that time is sick, and the followers had better elect
+//!    a leader whose disk works. (Measured: a leader whose every sync takes 800 ms
+//!    keeps its term; without keepalives no leader survives its first sync.)
+//!
+//! A busy disk on a *follower* only slows that follower's own clock: its state
+//! thread counts at most one tick per turn, so it cannot time out during its own
+//! sync; and the leader's check-quorum needs one answer per election timeout from a
+//! majority, which 4 MiB batches leave time for.
+//!
+//! A large committed backlog (a restart, a follower catching up) is applied in
+//! slices of at most 4,096 entries or 4 MiB, one per turn, and the state thread runs
+//! the next turn at once, taking a pending tick and new input first: heartbeats,
+//! elections and `status` flow between slices.
+//!
 //! **Snapshots travel beside the messages, never through the state thread.** When
 //! the core sends a follower an InstallSnapshot, the state thread only queues that
 //! small message. The peer's replicator streams the snapshot file on its existing
@@ -82,6 +144,7 @@
 //! connection. Ctrl-C / SIGTERM queue `Shutdown`: the state thread refuses new
 //! requests, fails pending ones, syncs, and [`run`] returns once the replies are out.
 
+mod budget;
 mod client_port;
 pub(crate) mod logging;
 mod peer_port;
@@ -115,12 +178,18 @@ use crate::{
     replica::{Outcome, DEFAULT_TICK_MS},
     storage::StorageOptions,
 };
+use budget::Budget;
 use logging::{info, warning, Level};
 use shared::{Input, Shared};
 use state::StateLoop;
 
-/// Capacity of the state thread's inbox. Beyond it, readers wait (TCP backpressure).
+/// Capacity of the state thread's inbox, in inputs. Beyond it, readers wait (TCP
+/// backpressure). Its bytes are bounded by the budgets: [`client_port::CLIENT_BYTES`]
+/// for client requests, [`PEER_BYTES`] for peer messages.
 const INBOX: usize = 16 * 1024;
+/// Bytes of peer messages the inbox may hold (`Shared::peer_budget`): four times
+/// what a leader keeps in flight to one follower (8 AppendEntries of about 1 MiB).
+const PEER_BYTES: usize = 32 << 20;
 /// How long a shutting-down node waits for replies to reach their clients.
 const DRAIN_REPLIES: Duration = Duration::from_secs(2);
 
@@ -195,10 +264,16 @@ pub fn run(options: NodeOptions) -> Result<()> {
             .map(|n| (n.id, n.client.clone()))
             .collect(),
         inbox: inbox_tx,
+        client_budget: Arc::new(
+            Budget::new(client_port::CLIENT_BYTES)
+                .with_small_lane(client_port::SMALL_REQUEST, client_port::CLIENT_RESERVE),
+        ),
+        peer_budget: Arc::new(Budget::new(PEER_BYTES)),
         shutting_down: AtomicBool::new(false),
         tick_pending: AtomicBool::new(false),
         unwritten: Arc::new(AtomicUsize::new(0)),
         client_conns: AtomicUsize::new(0),
+        watch: Arc::default(),
         wal_bytes: AtomicU64::new(boot.storage.wal_bytes()),
         max_line_bytes: options.max_line_bytes,
     });
@@ -206,13 +281,15 @@ pub fn run(options: NodeOptions) -> Result<()> {
     let snapshots = boot.storage.snapshot_store();
     let mut peers = BTreeMap::new();
     for node in boot.membership.nodes.iter().filter(|n| n.id != options.id) {
-        let (tx, rx) = bounded(replicator::QUEUE);
+        let (tx, rx, queued_bytes) = replicator::PeerQueue::new();
         let link = replicator::Link {
             peer: node.id,
             addr: node.raft.clone(),
             inbox: shared.inbox.clone(),
             store: snapshots.clone(),
             tuning: replicator::Tuning::default(),
+            queued_bytes,
+            keepalive: replicator::Keepalive::for_tick(options.tick_ms, Arc::clone(&shared.watch)),
         };
         spawn(
             &format!("replicator-n{}", node.id),
@@ -261,8 +338,10 @@ pub fn run(options: NodeOptions) -> Result<()> {
 
     // Refuse whatever reached the inbox after the shutdown, then stop taking input.
     while let Ok(input) = inbox.try_recv() {
-        if let Input::Request(_, reply) = input {
-            reply.send(Outcome::shutting_down());
+        match input {
+            Input::Request(_, reply) => reply.send(Outcome::shutting_down()),
+            Input::Peer(m) => shared.peer_budget.release(shared::message_bytes(&m)),
+            _ => {}
         }
     }
     drop(inbox);

@@ -5,7 +5,9 @@
 //! connection (see `replicator`). Each line is one `raft::Message` in JSON, or a
 //! snapshot frame (`snapshot_transfer`). Anything else (bad JSON, a line over
 //! [`MAX_PEER_LINE`]) is logged once and the connection closed; the node itself never
-//! stops for bad input.
+//! stops for bad input. Before a message goes to the inbox the reader takes its bytes
+//! from the peer budget (`Shared::peer_budget`, 32 MiB), waiting while it is spent;
+//! the state thread gives them back as it takes the message into a batch.
 //!
 //! **Snapshots.** The leader's replicator streams a snapshot file on the same
 //! connection: an offer, then chunks. The reader does not touch the disk; it hands
@@ -53,8 +55,9 @@ use std::{
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::{
+    budget::Budget,
     logging::{debug, info, warning, Throttle},
-    shared::{Input, Shared},
+    shared::{message_bytes, Input, Shared},
     snapshot_transfer::{
         parse_peer_line, write_ack, Ack, AckStatus, Chunk, Frame, Offer, PeerLine,
     },
@@ -90,6 +93,8 @@ pub(crate) struct Inbound {
     pub id: NodeId,
     /// The state thread's inbox.
     pub inbox: Sender<Input>,
+    /// Bytes of peer messages in the inbox (`Shared::peer_budget`).
+    pub budget: Arc<Budget>,
     /// Where incoming snapshots are stored.
     pub store: SnapshotStore,
 }
@@ -99,6 +104,7 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>, store: Snapshot
     let inbound = Arc::new(Inbound {
         id: shared.id,
         inbox: shared.inbox.clone(),
+        budget: Arc::clone(&shared.peer_budget),
         store,
     });
     drop(shared);
@@ -191,6 +197,10 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
                     continue;
                 }
                 note_sender(&mut from, message.from, addr);
+                // Waits while the inbox holds too many bytes of peer messages: the
+                // sender's replicator is then slowed by TCP. The state thread gives
+                // the bytes back as it takes the message.
+                inbound.budget.acquire(message_bytes(&message));
                 if inbound.inbox.send(Input::Peer(message)).is_err() {
                     break; // the state thread has stopped
                 }

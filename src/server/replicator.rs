@@ -10,6 +10,25 @@
 //! InstallSnapshot (the core waits in its `Snapshot` state until it hears
 //! `SnapshotSent`), so a discarded one is reported as a transfer that ended.
 //!
+//! **Bounded in bytes too.** A [`PeerQueue`] holds at most [`QUEUE`] messages and
+//! [`QUEUE_BYTES`] (16 MiB) of log entries; past either the state thread drops the
+//! message (heartbeats and other messages without entries are bounded by count
+//! alone). The core keeps at most 8 AppendEntries of about 1 MiB in flight to a
+//! follower, so only a stalled connection reaches it, where a probe of up to 1 MiB
+//! every heartbeat would otherwise pile up for the whole write timeout.
+//!
+//! **Keepalives.** The core sends heartbeats only when the state thread turns, and it
+//! does not turn while it writes and syncs a batch. So the replicator remembers the
+//! last AppendEntries it wrote, and while this node leads in that term, its state
+//! thread has been in one write and sync for at least a heartbeat interval (at most
+//! [`Keepalive::at_most`]), and nothing went to the peer for a heartbeat interval, it
+//! writes that AppendEntries again *without its entries*: the heartbeat the core would
+//! have sent at that moment. The follower restarts its election timer and answers;
+//! as a duplicate of what it already had, it changes nothing else (Raft is safe
+//! whatever copies of a message arrive; a ReadIndex round it acknowledges again began
+//! before the first copy left). A sync that outlasts `at_most` is a sick disk: then
+//! the followers are let to time out and elect a leader that can write.
+//!
 //! **Snapshots.** An InstallSnapshot message names a snapshot the leader has on disk;
 //! it is not written to the socket. Instead the replicator streams the snapshot file
 //! over the same connection, in frames (`snapshot_transfer` describes them):
@@ -75,16 +94,22 @@
 use std::{
     io::{self, BufReader, BufWriter, Write},
     net::{Shutdown, TcpStream},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     thread,
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{bounded, never, select, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{
+    bounded, never, select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError,
+};
 
 use super::{
     logging::{debug, info, warning},
     peer_port::resolve,
-    shared::Input,
+    shared::{entry_bytes, Input, StateWatch},
     snapshot_transfer::{
         parse_ack_line, write_frame, Ack, AckStatus, Chunk, Frame, Offer, MAX_ACK_LINE, MAX_CHUNK,
         MAX_SNAPSHOT,
@@ -99,6 +124,12 @@ use crate::{
 
 /// Messages waiting for one peer; beyond this the state thread drops new ones.
 pub(crate) const QUEUE: usize = 1024;
+/// Bytes of log entries waiting for one peer ([`entry_bytes`]); beyond this the state
+/// thread drops new messages with entries (messages without, such as heartbeats,
+/// are bounded by [`QUEUE`] alone). Twice what the core keeps in flight to a
+/// follower (8 AppendEntries of about 1 MiB), so it only bites when the connection
+/// stalls: then a probe of up to 1 MiB every heartbeat would otherwise pile up.
+pub(crate) const QUEUE_BYTES: usize = 16 << 20;
 /// Stack size of a replicator thread.
 pub(crate) const STACK: usize = 256 << 10;
 
@@ -143,6 +174,80 @@ impl Default for Tuning {
     }
 }
 
+/// The state thread's end of a peer's queue: bounded in messages ([`QUEUE`]) and in
+/// bytes of entries ([`QUEUE_BYTES`]). Sending never blocks.
+pub(crate) struct PeerQueue {
+    tx: Sender<Message>,
+    /// Bytes of entries queued and not yet taken by the replicator.
+    bytes: Arc<AtomicUsize>,
+}
+
+impl PeerQueue {
+    /// A queue, and the replicator's end of it (the receiver and the byte count to
+    /// put in its [`Link`]).
+    pub(crate) fn new() -> (PeerQueue, Receiver<Message>, Arc<AtomicUsize>) {
+        let (tx, rx) = bounded(QUEUE);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let queue = PeerQueue {
+            tx,
+            bytes: Arc::clone(&bytes),
+        };
+        (queue, rx, bytes)
+    }
+
+    /// Queues `message` unless the queue is full, in messages or in bytes.
+    pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError<Message>> {
+        let size = entry_bytes(&message);
+        if size > 0 {
+            // Only the state thread adds, so the look and the add cannot interleave
+            // with another add; the replicator only subtracts meanwhile.
+            let used = self.bytes.load(Ordering::Acquire);
+            if used > 0 && used + size > QUEUE_BYTES {
+                return Err(TrySendError::Full(message));
+            }
+            self.bytes.fetch_add(size, Ordering::AcqRel);
+        }
+        self.tx.try_send(message).inspect_err(|_| {
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
+        })
+    }
+}
+
+/// When a replicator resends its peer the last heartbeat (see the module
+/// documentation).
+#[derive(Clone, Debug)]
+pub(crate) struct Keepalive {
+    /// The state thread's disk phase and leadership.
+    pub watch: Arc<StateWatch>,
+    /// Resend when nothing went to the peer for this long (the core's heartbeat
+    /// interval) while the state thread writes and syncs.
+    pub every: Duration,
+    /// ... but not once one write and sync has lasted longer than this: a disk that
+    /// slow is sick, not busy, and the followers had better elect a leader whose disk
+    /// works.
+    pub at_most: Duration,
+}
+
+impl Keepalive {
+    /// For ticks of `tick_ms`: every heartbeat interval, for at most four of the
+    /// longest election timeouts (2.4 s at the default 30 ms tick).
+    pub(crate) fn for_tick(tick_ms: u64, watch: Arc<StateWatch>) -> Keepalive {
+        let raft = crate::raft::Config::default();
+        let tick = Duration::from_millis(tick_ms);
+        Keepalive {
+            watch,
+            every: tick * raft.heartbeat_ticks,
+            at_most: tick * raft.election_ticks * 8,
+        }
+    }
+}
+
+impl Default for Keepalive {
+    fn default() -> Keepalive {
+        Keepalive::for_tick(crate::replica::DEFAULT_TICK_MS, Arc::default())
+    }
+}
+
 /// What a replicator needs besides its queue.
 pub(crate) struct Link {
     /// The peer this replicator sends to.
@@ -155,6 +260,11 @@ pub(crate) struct Link {
     pub store: SnapshotStore,
     /// How snapshots are streamed.
     pub tuning: Tuning,
+    /// Bytes of entries in the queue (see [`PeerQueue`]); given back as messages are
+    /// taken out.
+    pub queued_bytes: Arc<AtomicUsize>,
+    /// When to resend the last heartbeat while the state thread waits for its disk.
+    pub keepalive: Keepalive,
 }
 
 /// Runs until the state thread drops the sending side of `queue`.
@@ -173,6 +283,7 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
                     link: &link,
                     queue: &queue,
                     transfer: None,
+                    last_heartbeat: None,
                 };
                 let result = session.serve(stream);
                 match result {
@@ -201,7 +312,10 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
         let mut discarded_snapshot = false;
         loop {
             match queue.recv_deadline(until) {
-                Ok(m) => discarded_snapshot |= matches!(m.body, Body::InstallSnapshot { .. }),
+                Ok(m) => {
+                    link.taken(&m);
+                    discarded_snapshot |= matches!(m.body, Body::InstallSnapshot { .. });
+                }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -214,6 +328,32 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
     }
 }
 
+/// The heartbeat an AppendEntries stands for: the same message without its entries.
+/// (A leader's probe carries entries; its first one, the new term's no-op, is sent
+/// just before the sync a keepalive bridges.)
+fn as_heartbeat(m: &Message) -> Option<Message> {
+    let Body::Append {
+        prev_index,
+        prev_term,
+        commit,
+        read_round,
+        ..
+    } = m.body
+    else {
+        return None;
+    };
+    Some(Message {
+        body: Body::Append {
+            prev_index,
+            prev_term,
+            entries: Vec::new(),
+            commit,
+            read_round,
+        },
+        ..*m
+    })
+}
+
 fn connect(addr: &str) -> io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&resolve(addr)?, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
@@ -222,6 +362,19 @@ fn connect(addr: &str) -> io::Result<TcpStream> {
 }
 
 impl Link {
+    /// `m` left the queue: its bytes no longer count there.
+    fn taken(&self, m: &Message) {
+        let size = entry_bytes(m);
+        if size > 0 {
+            // Saturating: a test may feed the queue without counting.
+            let _ = self
+                .queued_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    Some(b.saturating_sub(size))
+                });
+        }
+    }
+
     /// Tells the core that sending its snapshot to this peer ended.
     fn report_sent(&self) {
         // Blocking: a lost `SnapshotSent` would leave the core waiting forever. An
@@ -274,6 +427,9 @@ struct Session<'a> {
     queue: &'a Receiver<Message>,
     /// The snapshot being sent, if any; it never outlives the connection.
     transfer: Option<Transfer>,
+    /// The last AppendEntries written on this connection, without its entries: what
+    /// a keepalive resends.
+    last_heartbeat: Option<Message>,
 }
 
 /// What woke the replicator.
@@ -327,7 +483,38 @@ impl Session<'_> {
                 }
                 Event::Idle => {}
             }
+            self.keep_alive(&mut conn)?;
         }
+    }
+
+    /// Resends the last AppendEntries without its entries, if this node leads in its
+    /// term, has sent the peer nothing for a heartbeat interval, and its state thread
+    /// is in a write and sync that has lasted at least that long (and not too long).
+    /// That is the heartbeat the core would have sent at that moment (same base,
+    /// commit index and read round), and the follower takes it as the duplicate it
+    /// is: it restarts its election timer and answers; nothing else changes.
+    fn keep_alive(&mut self, conn: &mut Conn) -> io::Result<()> {
+        let Some(heartbeat) = &self.last_heartbeat else {
+            return Ok(());
+        };
+        let k = &self.link.keepalive;
+        let Some(busy) = k.watch.disk_busy_for() else {
+            return Ok(());
+        };
+        if busy < k.every
+            || busy > k.at_most
+            || conn.last_write.elapsed() < k.every
+            || k.watch.leading() != Some(heartbeat.term)
+        {
+            return Ok(());
+        }
+        debug!(
+            "keepalive to n{}: the state thread has waited {} ms for the disk",
+            self.link.peer,
+            busy.as_millis()
+        );
+        conn.last_write = Instant::now();
+        write_json_line(&mut conn.out, heartbeat)
     }
 
     /// The next thing to do. Acknowledgements first (bookkeeping only, and they open
@@ -360,9 +547,14 @@ impl Session<'_> {
             Err(TryRecvError::Empty) => {}
         }
         conn.out.flush()?;
-        let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+        let mut wait = deadline.map_or(Duration::from_secs(3600), |d| {
             d.saturating_duration_since(Instant::now())
         });
+        if self.last_heartbeat.is_some() {
+            // A leader's replicator looks at least once per heartbeat interval
+            // whether a keepalive is due.
+            wait = wait.min(self.link.keepalive.every);
+        }
         Ok(select! {
             recv(self.queue) -> m => m.map_or(Event::QueueClosed, Event::Message),
             recv(conn.acks) -> a => a.map_or(Event::AcksClosed, Event::Ack),
@@ -372,6 +564,7 @@ impl Session<'_> {
     }
 
     fn on_message(&mut self, m: Message, conn: &mut Conn) -> io::Result<()> {
+        self.link.taken(&m);
         if let Body::InstallSnapshot { meta } = m.body {
             self.start_transfer(&m, meta);
             return Ok(());
@@ -383,7 +576,12 @@ impl Session<'_> {
             let why = format!("this node moved on to term {}", m.term);
             self.link.end(t, Err(why));
         }
-        write_json_line(&mut conn.out, &m)
+        conn.last_write = Instant::now();
+        write_json_line(&mut conn.out, &m)?;
+        if let Some(heartbeat) = as_heartbeat(&m) {
+            self.last_heartbeat = Some(heartbeat);
+        }
+        Ok(())
     }
 
     fn start_transfer(&mut self, m: &Message, meta: SnapshotMeta) {
@@ -431,6 +629,7 @@ impl Session<'_> {
                     term: t.term,
                     size,
                 };
+                conn.last_write = Instant::now();
                 write_frame(&mut conn.out, &Frame::Offer(offer))
             }
             (Disk::Chunk { offset, data }, Phase::Streaming { next, .. }) if offset == *next => {
@@ -442,6 +641,7 @@ impl Session<'_> {
                     offset,
                     data,
                 };
+                conn.last_write = Instant::now();
                 write_frame(&mut conn.out, &Frame::Chunk(chunk))
             }
             (Disk::Failed(e), _) => {
@@ -536,6 +736,8 @@ impl Session<'_> {
 struct Conn {
     out: BufWriter<TcpStream>,
     acks: Receiver<Ack>,
+    /// When a message or frame was last written (for keepalives).
+    last_write: Instant,
 }
 
 impl Conn {
@@ -549,6 +751,7 @@ impl Conn {
         Ok(Conn {
             out: BufWriter::with_capacity(256 << 10, stream),
             acks,
+            last_write: Instant::now(),
         })
     }
 }
@@ -737,5 +940,210 @@ fn read_snapshot(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        kv::{Command, WriteOp},
+        raft::{Entry, Payload},
+        storage::Storage,
+    };
+    use std::{
+        io::{BufRead, BufReader},
+        net::TcpListener,
+        sync::Mutex,
+    };
+
+    fn append(term: Term, commit: u64, entries: Vec<Entry>) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term,
+            body: Body::Append {
+                prev_index: 5,
+                prev_term: 1,
+                entries,
+                commit,
+                read_round: 7,
+            },
+        }
+    }
+
+    fn entry(index: u64, value_bytes: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: Payload::Command(Command {
+                key: "k".into(),
+                op: WriteOp::Put {
+                    value: "v".repeat(value_bytes),
+                },
+                session: None,
+            }),
+        }
+    }
+
+    /// A replicator for peer 2 whose peer is a listener that records every line it
+    /// receives, with when.
+    struct Harness {
+        queue: PeerQueue,
+        watch: Arc<StateWatch>,
+        lines: Arc<Mutex<Vec<(Instant, String)>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn harness(every: Duration, at_most: Duration) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(dir.path()).unwrap().0.snapshot_store();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (queue, rx, queued_bytes) = PeerQueue::new();
+        let watch = Arc::new(StateWatch::default());
+        let (inbox, _reports) = bounded(16);
+        let link = Link {
+            peer: 2,
+            addr: listener.local_addr().unwrap().to_string(),
+            inbox,
+            store,
+            tuning: Tuning::default(),
+            queued_bytes,
+            keepalive: Keepalive {
+                watch: Arc::clone(&watch),
+                every,
+                at_most,
+            },
+        };
+        thread::spawn(move || run(link, rx));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&lines);
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                recorded.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+        Harness {
+            queue,
+            watch,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    impl Harness {
+        fn count(&self) -> usize {
+            self.lines.lock().unwrap().len()
+        }
+
+        fn wait_for(&self, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.count() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} lines arrived",
+                    self.count()
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    #[test]
+    fn a_leader_waiting_for_its_disk_resends_its_last_heartbeat_for_a_while() {
+        let (every, at_most) = (Duration::from_millis(20), Duration::from_millis(300));
+        let h = harness(every, at_most);
+        h.watch.set_leading(Some(3));
+        h.queue.try_send(append(3, 4, vec![entry(6, 100)])).unwrap();
+        h.wait_for(1);
+        let heartbeat = serde_json::to_string(&append(3, 4, Vec::new())).unwrap();
+
+        // The state thread is not writing: nothing more is sent.
+        thread::sleep(Duration::from_millis(120));
+        assert_eq!(h.count(), 1, "no keepalive while the disk is idle");
+
+        // It writes and syncs: the same heartbeat goes again every interval, and no
+        // longer once the sync has taken longer than `at_most`.
+        let busy = Instant::now();
+        h.watch.disk_busy();
+        thread::sleep(at_most + Duration::from_millis(300));
+        let lines = h.lines.lock().unwrap().clone();
+        assert!(
+            lines.len() >= 5,
+            "keepalives while syncing: {}",
+            lines.len()
+        );
+        assert!(
+            lines[1..].iter().all(|(_, l)| *l == heartbeat),
+            "only the append's heartbeat: {}",
+            lines[1].1
+        );
+        assert!(busy.elapsed() > at_most);
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            h.count(),
+            lines.len(),
+            "keepalives stopped once the sync took too long"
+        );
+
+        // A new write that ends soon: they stop when it ends.
+        h.watch.disk_done();
+        h.watch.disk_busy();
+        h.wait_for(lines.len() + 1);
+        h.watch.disk_done();
+        thread::sleep(Duration::from_millis(150));
+        let after = h.count();
+        thread::sleep(Duration::from_millis(150));
+        assert_eq!(h.count(), after, "no keepalive once the sync is done");
+
+        // A node that no longer leads in that term resends nothing.
+        h.watch.set_leading(Some(4));
+        h.watch.disk_busy();
+        thread::sleep(Duration::from_millis(120));
+        h.watch.set_leading(None);
+        thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            h.count(),
+            after,
+            "no keepalive for another term's heartbeat"
+        );
+    }
+
+    #[test]
+    fn a_queue_drops_messages_with_entries_past_its_byte_bound_but_not_heartbeats() {
+        let (queue, rx, queued_bytes) = PeerQueue::new();
+        let big = |i| append(3, 0, vec![entry(i, 3 << 20)]);
+        let mut sent = 0;
+        while queue.try_send(big(sent + 1)).is_ok() {
+            sent += 1;
+        }
+        assert!(
+            (4..=6).contains(&sent),
+            "about {QUEUE_BYTES} bytes of 3 MiB entries: {sent}"
+        );
+        assert!(queued_bytes.load(Ordering::Relaxed) <= QUEUE_BYTES);
+        queue
+            .try_send(append(3, 0, Vec::new()))
+            .expect("a heartbeat is bounded by count only");
+        // The replicator gives the bytes back as it takes messages out.
+        let link_bytes = Link {
+            peer: 2,
+            addr: String::new(),
+            inbox: bounded(1).0,
+            store: {
+                let dir = tempfile::tempdir().unwrap();
+                Storage::open(dir.path()).unwrap().0.snapshot_store()
+            },
+            tuning: Tuning::default(),
+            queued_bytes: Arc::clone(&queued_bytes),
+            keepalive: Keepalive::default(),
+        };
+        for m in rx.try_iter() {
+            link_bytes.taken(&m);
+        }
+        assert_eq!(queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(queue.try_send(big(99)).is_ok(), "room again");
     }
 }

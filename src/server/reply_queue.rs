@@ -7,6 +7,17 @@
 //! filled slots from the front only, so a fast answer (a stale read) never overtakes
 //! a slow one (a write waiting for commit) that was asked for first.
 //!
+//! **Bounded in slots and in bytes.** The reader waits (TCP backpressure) while the
+//! connection has [`ConnQueue::new`]'s `limit` slots outstanding, or while its bytes
+//! would pass `byte_limit`: the bytes of requests read and not yet answered (their
+//! request lines) plus those of answers not yet written (a get's value can be large).
+//! The same bytes count in the node-wide client [`Budget`]: a request waits first for
+//! room on its connection, then for room in the node. The per-connection cap is what
+//! makes this fair: no connection holds more than its share of the node's budget, so a
+//! few connections flooding large writes cannot take it all, and a request from any
+//! other connection finds room as soon as the next batch is answered. A request larger
+//! than the cap still passes once its connection holds nothing else.
+//!
 //! Why not a crossbeam `bounded(1)` channel per request plus a queue of receivers:
 //! that is what this replaces. The writer then blocked twice per request (for the
 //! next receiver, then for its answer), and crossbeam's blocking receive spins and
@@ -26,14 +37,19 @@ use std::{
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
+use super::budget::Budget;
 use crate::replica::Outcome;
 
 /// What the writer will send for one request.
 pub(crate) enum Slot {
     /// Waiting for the state thread (the id to echo travels with the [`ReplyTo`]).
     Pending,
-    /// The state thread's answer.
-    Answered { id: Option<Value>, outcome: Outcome },
+    /// The state thread's answer, counted as `bytes` until it is written.
+    Answered {
+        id: Option<Value>,
+        outcome: Outcome,
+        bytes: usize,
+    },
     /// An answer known without the state thread (`status`, `bad_request`).
     Ready(Value),
     /// Send everything before, then close our sending side.
@@ -43,6 +59,25 @@ pub(crate) enum Slot {
 impl Slot {
     fn is_filled(&self) -> bool {
         !matches!(self, Slot::Pending)
+    }
+
+    /// What the slot is counted as in the byte bounds (answers the reader made itself
+    /// are small and not counted).
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Slot::Answered { bytes, .. } => *bytes,
+            _ => 0,
+        }
+    }
+}
+
+/// What an answer is counted as until it is written: its value or message, plus a
+/// little for the rest of the line.
+pub(crate) fn answer_bytes(outcome: &Outcome) -> usize {
+    64 + match outcome {
+        Outcome::Value(Some(v)) => v.len(),
+        Outcome::Failed { message, .. } => message.len(),
+        Outcome::Value(None) | Outcome::Written => 0,
     }
 }
 
@@ -54,6 +89,9 @@ struct Inner {
     reader_done: bool,
     /// The writer has stopped (the client went away): answers are discarded.
     writer_done: bool,
+    /// Bytes of the requests waiting in `slots` and of the answers not yet written
+    /// (also those the writer took and has not flushed).
+    bytes: usize,
 }
 
 /// One connection's ordered response queue; shared by its reader, its writer and
@@ -66,8 +104,12 @@ pub(crate) struct ConnQueue {
     reader_wake: Condvar,
     /// Most slots outstanding before the reader waits (TCP backpressure).
     limit: usize,
+    /// Most bytes outstanding before the reader waits (see the module documentation).
+    byte_limit: usize,
     /// Node-wide count of answers not yet handed to the socket (see `Shared`).
     unwritten: Arc<AtomicUsize>,
+    /// The node-wide byte budget of client connections (`Shared::client_budget`).
+    budget: Arc<Budget>,
 }
 
 /// How a request's answer finds its way back: the reply channel of one request, which
@@ -78,57 +120,101 @@ pub(crate) struct ReplyTo {
     queue: Arc<ConnQueue>,
     seq: u64,
     id: Option<Value>,
+    /// The request's bytes, held in both byte bounds until the answer replaces them.
+    bytes: usize,
     sent: bool,
 }
 
 impl ConnQueue {
-    pub(crate) fn new(limit: usize, unwritten: Arc<AtomicUsize>) -> Arc<ConnQueue> {
+    /// A queue that holds at most `limit` slots and about `byte_limit` bytes, whose
+    /// bytes also count in the node-wide `budget`.
+    pub(crate) fn new(
+        limit: usize,
+        byte_limit: usize,
+        unwritten: Arc<AtomicUsize>,
+        budget: Arc<Budget>,
+    ) -> Arc<ConnQueue> {
         Arc::new(ConnQueue {
             inner: Mutex::new(Inner {
                 slots: VecDeque::new(),
                 front: 0,
                 reader_done: false,
                 writer_done: false,
+                bytes: 0,
             }),
             writer_wake: Condvar::new(),
             reader_wake: Condvar::new(),
             limit: limit.max(1),
+            byte_limit,
             unwritten,
+            budget,
         })
     }
 
     /// Appends an answer that is already known. False if the writer has stopped.
     pub(crate) fn push_ready(&self, slot: Slot) -> bool {
-        self.push(slot).is_some()
+        let mut inner = self.inner.lock();
+        if !self.wait_for_room(&mut inner, 0) {
+            return false;
+        }
+        self.push(&mut inner, slot, 0);
+        true
     }
 
-    /// Appends a slot for a request the state thread will answer through the returned
-    /// [`ReplyTo`]; `None` if the writer has stopped.
-    pub(crate) fn push_pending(self: &Arc<Self>, id: Option<Value>) -> Option<ReplyTo> {
-        let seq = self.push(Slot::Pending)?;
+    /// Appends a slot for a request of `bytes` bytes that the state thread will
+    /// answer through the returned [`ReplyTo`]. Waits for room on this connection,
+    /// then in the node's budget. `None` if the writer has stopped.
+    pub(crate) fn push_pending(
+        self: &Arc<Self>,
+        id: Option<Value>,
+        bytes: usize,
+    ) -> Option<ReplyTo> {
+        let mut inner = self.inner.lock();
+        if !self.wait_for_room(&mut inner, bytes) {
+            return None;
+        }
+        if !self.budget.try_acquire(bytes) {
+            // Only this thread adds to the queue, so the room found stays while it
+            // waits for the node's budget (never holding the queue's lock meanwhile).
+            drop(inner);
+            self.budget.acquire(bytes);
+            inner = self.inner.lock();
+            if inner.writer_done {
+                drop(inner);
+                self.budget.release(bytes);
+                return None;
+            }
+        }
+        let seq = self.push(&mut inner, Slot::Pending, bytes);
         Some(ReplyTo {
             queue: Arc::clone(self),
             seq,
             id,
+            bytes,
             sent: false,
         })
     }
 
-    fn push(&self, slot: Slot) -> Option<u64> {
-        let mut inner = self.inner.lock();
-        while inner.slots.len() >= self.limit && !inner.writer_done {
-            self.reader_wake.wait(&mut inner);
+    /// Waits until `bytes` more fit on this connection; false if the writer stopped.
+    fn wait_for_room(&self, inner: &mut parking_lot::MutexGuard<'_, Inner>, bytes: usize) -> bool {
+        while !inner.writer_done
+            && (inner.slots.len() >= self.limit
+                || (inner.bytes > 0 && inner.bytes + bytes > self.byte_limit))
+        {
+            self.reader_wake.wait(inner);
         }
-        if inner.writer_done {
-            return None;
-        }
+        !inner.writer_done
+    }
+
+    fn push(&self, inner: &mut Inner, slot: Slot, bytes: usize) -> u64 {
         let filled = slot.is_filled();
         inner.slots.push_back(slot);
+        inner.bytes += bytes;
         self.unwritten.fetch_add(1, Ordering::AcqRel);
         if filled && inner.slots.len() == 1 {
             self.writer_wake.notify_one();
         }
-        Some(inner.front + inner.slots.len() as u64 - 1)
+        inner.front + inner.slots.len() as u64 - 1
     }
 
     /// The reader is done: the writer stops once the queue is empty.
@@ -163,23 +249,37 @@ impl ConnQueue {
         }
     }
 
-    /// `n` answers reached the socket (or were dropped with it).
-    pub(crate) fn written(&self, n: usize) {
+    /// `n` answers of `bytes` bytes (see [`Slot::bytes`]) that the writer took
+    /// reached the socket (or were dropped with it).
+    pub(crate) fn written(&self, n: usize, bytes: usize) {
         if n > 0 {
             self.unwritten.fetch_sub(n, Ordering::AcqRel);
+        }
+        if bytes > 0 {
+            let mut inner = self.inner.lock();
+            inner.bytes -= bytes;
+            self.reader_wake.notify_one();
+            drop(inner);
+            self.budget.release(bytes);
         }
     }
 
     /// The writer stopped (the client is gone): discard what is queued and refuse more.
+    /// A pending request's bytes go back when its [`ReplyTo`] is used or dropped.
     pub(crate) fn writer_stopped(&self) {
         let mut inner = self.inner.lock();
         inner.writer_done = true;
         let dropped = inner.slots.len();
+        let answered: usize = inner.slots.iter().map(Slot::bytes).sum();
         inner.front += dropped as u64;
         inner.slots.clear();
+        inner.bytes = 0;
         self.reader_wake.notify_all();
         drop(inner);
-        self.written(dropped);
+        if dropped > 0 {
+            self.unwritten.fetch_sub(dropped, Ordering::AcqRel);
+        }
+        self.budget.release(answered);
     }
 }
 
@@ -189,21 +289,38 @@ impl ReplyTo {
         self.fill(outcome);
     }
 
+    /// Fills the slot; from now on the answer's bytes count instead of the request's.
     fn fill(&mut self, outcome: Outcome) {
         self.sent = true;
-        let mut inner = self.queue.inner.lock();
-        if inner.writer_done || self.seq < inner.front {
-            return;
-        }
-        let at = (self.seq - inner.front) as usize;
-        if let Some(slot) = inner.slots.get_mut(at) {
-            *slot = Slot::Answered {
-                id: self.id.take(),
-                outcome,
-            };
-            if at == 0 {
-                self.queue.writer_wake.notify_one();
+        let queue = &self.queue;
+        let mut inner = queue.inner.lock();
+        let at = match self.seq.checked_sub(inner.front) {
+            Some(at) if !inner.writer_done && (at as usize) < inner.slots.len() => at as usize,
+            _ => {
+                // The client is gone and its slots with it: only the budget is owed.
+                drop(inner);
+                queue.budget.release(self.bytes);
+                return;
             }
+        };
+        let bytes = answer_bytes(&outcome);
+        inner.slots[at] = Slot::Answered {
+            id: self.id.take(),
+            outcome,
+            bytes,
+        };
+        inner.bytes = inner.bytes + bytes - self.bytes;
+        if at == 0 {
+            queue.writer_wake.notify_one();
+        }
+        if bytes < self.bytes {
+            queue.reader_wake.notify_one();
+        }
+        drop(inner);
+        if bytes >= self.bytes {
+            queue.budget.charge(bytes - self.bytes);
+        } else {
+            queue.budget.release(self.bytes - bytes);
         }
     }
 }
@@ -220,17 +337,40 @@ impl Drop for ReplyTo {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::thread;
+    use std::{thread, time::Duration};
 
     fn queue() -> Arc<ConnQueue> {
-        ConnQueue::new(4, Arc::new(AtomicUsize::new(0)))
+        ConnQueue::new(
+            4,
+            1 << 20,
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Budget::new(1 << 20)),
+        )
+    }
+
+    fn queue_with(byte_limit: usize, budget: &Arc<Budget>) -> Arc<ConnQueue> {
+        ConnQueue::new(
+            1024,
+            byte_limit,
+            Arc::new(AtomicUsize::new(0)),
+            Arc::clone(budget),
+        )
+    }
+
+    /// Takes what is filled, as the writer does, and says it was written.
+    fn write_out(q: &ConnQueue) -> usize {
+        let mut out = Vec::new();
+        q.take_filled(&mut out, false);
+        let bytes = out.iter().map(Slot::bytes).sum();
+        q.written(out.len(), bytes);
+        out.len()
     }
 
     #[test]
     fn answers_leave_in_request_order() {
         let q = queue();
-        let a = q.push_pending(Some(json!(1))).unwrap();
-        let b = q.push_pending(Some(json!(2))).unwrap();
+        let a = q.push_pending(Some(json!(1)), 10).unwrap();
+        let b = q.push_pending(Some(json!(2)), 10).unwrap();
         assert!(q.push_ready(Slot::Ready(json!("status"))));
         let mut out = Vec::new();
         b.send(Outcome::Written);
@@ -243,7 +383,7 @@ mod tests {
         assert!(matches!(&out[1], Slot::Answered { id: Some(i), .. } if *i == json!(2)));
         assert!(matches!(&out[2], Slot::Ready(_)));
         assert_eq!(q.unwritten.load(Ordering::Relaxed), 3);
-        q.written(3);
+        q.written(3, out.iter().map(Slot::bytes).sum());
         q.finish_reading();
         assert!(!q.take_filled(&mut out, true));
     }
@@ -251,7 +391,7 @@ mod tests {
     #[test]
     fn a_dropped_reply_answers_unavailable_and_a_gone_writer_discards() {
         let q = queue();
-        drop(q.push_pending(None).unwrap());
+        drop(q.push_pending(None, 10).unwrap());
         let mut out = Vec::new();
         q.take_filled(&mut out, false);
         assert!(matches!(
@@ -261,17 +401,17 @@ mod tests {
                 ..
             }
         ));
-        let late = q.push_pending(None).unwrap();
+        let late = q.push_pending(None, 10).unwrap();
         q.writer_stopped();
         late.send(Outcome::Written); // ignored, no panic
-        assert!(q.push_pending(None).is_none());
+        assert!(q.push_pending(None, 10).is_none());
         assert_eq!(q.unwritten.load(Ordering::Relaxed), 1); // the one taken, not yet written
     }
 
     #[test]
     fn the_reader_waits_when_the_pipeline_is_full() {
         let q = queue();
-        let replies: Vec<ReplyTo> = (0..4).map(|_| q.push_pending(None).unwrap()).collect();
+        let replies: Vec<ReplyTo> = (0..4).map(|_| q.push_pending(None, 10).unwrap()).collect();
         let q2 = Arc::clone(&q);
         let reader = thread::spawn(move || q2.push_ready(Slot::Ready(json!(5))));
         for r in replies {
@@ -282,5 +422,65 @@ mod tests {
             assert!(q.take_filled(&mut out, true));
         }
         assert!(reader.join().unwrap());
+    }
+
+    #[test]
+    fn a_connection_holds_at_most_its_byte_cap_until_answers_are_written() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = queue_with(1000, &budget);
+        let first = q.push_pending(None, 600).unwrap();
+        let q2 = Arc::clone(&q);
+        let reader =
+            thread::spawn(move || q2.push_pending(None, 600).map(|r| r.send(Outcome::Written)));
+        thread::sleep(Duration::from_millis(30));
+        assert!(
+            !reader.is_finished(),
+            "600 more bytes do not fit under 1000"
+        );
+        assert_eq!(budget.used(), 600);
+        // The answer replaces the request's bytes: a small answer makes room at once.
+        first.send(Outcome::Written);
+        assert!(reader.join().unwrap().is_some());
+        assert_eq!(write_out(&q), 2);
+        assert_eq!(budget.used(), 0, "every byte goes back once written");
+        assert_eq!(q.inner.lock().bytes, 0);
+    }
+
+    #[test]
+    fn a_request_over_the_cap_passes_alone_and_a_large_answer_counts_until_written() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = queue_with(100, &budget);
+        let big = q.push_pending(None, 500).unwrap();
+        big.send(Outcome::Value(Some("v".repeat(5000))));
+        assert_eq!(budget.used(), 5064, "the unwritten answer is held");
+        let q2 = Arc::clone(&q);
+        let reader = thread::spawn(move || q2.push_ready(Slot::Ready(json!("status"))));
+        thread::sleep(Duration::from_millis(30));
+        assert!(
+            !reader.is_finished(),
+            "nothing more while the answer is unwritten"
+        );
+        assert_eq!(write_out(&q), 1);
+        assert!(reader.join().unwrap());
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_node_budget_holds_back_every_connection_and_a_gone_client_pays_back() {
+        let budget = Arc::new(Budget::new(1000));
+        let (a, b) = (queue_with(800, &budget), queue_with(800, &budget));
+        let held = a.push_pending(None, 700).unwrap();
+        let b2 = Arc::clone(&b);
+        let other = thread::spawn(move || b2.push_pending(None, 400));
+        thread::sleep(Duration::from_millis(30));
+        assert!(
+            !other.is_finished(),
+            "the node's budget is spent, not b's cap"
+        );
+        // The client of `a` goes away before its answer: its bytes still come back.
+        a.writer_stopped();
+        held.send(Outcome::Written);
+        let _reply = other.join().unwrap().expect("b's request got in");
+        assert_eq!(budget.used(), 400);
     }
 }

@@ -1,11 +1,35 @@
 //! The state thread: the only writer of the replica, and the only user of storage.
 //!
-//! Its loop blocks for one input, drains whatever else is already queued (up to
-//! [`MAX_BATCH`]) into one batch, and runs one [`turn`](crate::replica::turn) on it: the
-//! same function the simulator runs. What is particular to a real node lives here, in
-//! [`NodeIo`]: the WAL behind [`Durable`], the replicators' queues behind
-//! [`Transport`], the connections' reply channels behind [`Replies`], and log lines for
-//! role, term and leader changes behind [`Observer`].
+//! Its loop blocks for one input, drains whatever else is already queued into one
+//! batch, and runs one [`turn`](crate::replica::turn) on it: the same function the
+//! simulator runs. What is particular to a real node lives here, in [`NodeIo`]: the
+//! WAL behind [`Durable`], the replicators' queues behind [`Transport`], the
+//! connections' reply channels behind [`Replies`], and log lines for role, term and
+//! leader changes behind [`Observer`].
+//!
+//! **How long a turn takes is bounded, whatever the input.** A turn writes and syncs
+//! what its batch produced, and ticks, heartbeats and elections wait for it (a tick is
+//! taken at the start of the next turn), so:
+//!
+//! - a batch stops at [`MAX_BATCH`] inputs or [`MAX_BATCH_BYTES`] (4 MiB) of them,
+//!   whichever comes first. Small writes reach the count long before the bytes (the
+//!   fsync is amortized exactly as before); 1 MiB values reach the bytes after four,
+//!   so one sync covers at most about 4 MiB instead of everything queued (64 MiB,
+//!   575 ms, and a lost leadership, before). Taking a peer message into the batch
+//!   gives its bytes back to the peer budget (`Shared::peer_budget`): from there on
+//!   the batch bounds them;
+//! - a committed backlog comes out of the replica in slices and a turn applies one;
+//!   while one is left ([`turn::has_more`], seen by the observer), the next turn
+//!   starts at once without waiting for input, and takes any pending tick first.
+//!
+//! **Keepalives.** While this thread writes and syncs, it cannot send heartbeats. It
+//! tells the replicators when a write begins and when the sync is done, and whether
+//! the node leads, through `Shared::watch`; a leader's replicators then resend the
+//! last heartbeat to followers that heard nothing for a heartbeat interval (see
+//! `replicator`). So a slow sync costs latency, not leadership.
+//!
+//! For tests, [`FAULT_LEADER_SYNC_MS`] makes every sync by a leading node that much
+//! slower: a busy disk under the leader alone, which is what keepalives are for.
 
 use std::{
     collections::BTreeMap,
@@ -13,12 +37,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::{
     logging::{self, debug, error, info, warning, Level},
+    replicator::PeerQueue,
     reply_queue::ReplyTo,
-    shared::{Input, Shared},
+    shared::{input_bytes, message_bytes, Input, Shared, StateWatch},
 };
 use crate::{
     error::Error,
@@ -33,9 +58,19 @@ use crate::{
 /// Most inputs folded into one batch (one fsync). Large enough to amortize the fsync
 /// over thousands of clients, small enough to keep one turn's latency bounded.
 pub(crate) const MAX_BATCH: usize = 4096;
+/// A batch stops growing once its inputs hold this many bytes (writes' commands, peer
+/// messages' entries; see `shared::input_bytes`), so that one turn writes and syncs a
+/// bounded amount whatever the size of the values. The first input always goes in.
+/// 4 MiB takes about 10 ms to write and sync on an SSD and stays near 100 ms on a
+/// disk ten times slower, against an election timeout of 300 ms or more. Small writes
+/// never reach it: 4096 puts of 100 bytes are 600 KB.
+pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// An fsync slower than this is worth a warning.
 const SLOW_SYNC: Duration = Duration::from_millis(50);
+/// Fault injection for tests: every sync by a node while it leads takes this many
+/// milliseconds longer (a busy disk under the leader only, the case keepalives are for).
+pub(crate) const FAULT_LEADER_SYNC_MS: &str = "RAFTKV_FAULT_LEADER_SYNC_MS";
 
 /// The state thread's own resources.
 pub(crate) struct StateLoop {
@@ -43,6 +78,8 @@ pub(crate) struct StateLoop {
     inbox: Receiver<Input>,
     io: NodeIo,
     batch: Vec<Input>,
+    /// Bytes of the inputs in `batch` (see [`MAX_BATCH_BYTES`]).
+    batch_bytes: usize,
 }
 
 impl StateLoop {
@@ -50,7 +87,7 @@ impl StateLoop {
         shared: Arc<Shared>,
         storage: Storage,
         inbox: Receiver<Input>,
-        peers: BTreeMap<NodeId, Sender<Message>>,
+        peers: BTreeMap<NodeId, PeerQueue>,
         snapshots: Sender<Snapshot>,
         garbage: Sender<Vec<Entry>>,
     ) -> StateLoop {
@@ -68,10 +105,17 @@ impl StateLoop {
                 next_turn: Vec::new(),
                 logged: seen,
                 seen,
+                backlog: false,
+                watch: Arc::clone(&shared.watch),
+                leader_sync_delay: std::env::var(FAULT_LEADER_SYNC_MS)
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map(Duration::from_millis),
             },
             shared,
             inbox,
             batch: Vec::with_capacity(MAX_BATCH),
+            batch_bytes: 0,
         }
     }
 
@@ -80,8 +124,19 @@ impl StateLoop {
     pub(crate) fn run(mut self) -> Receiver<Input> {
         let mut shutting_down = false;
         while !shutting_down {
-            let Ok(first) = self.inbox.recv() else {
-                break; // cannot happen: `Shared` holds a sender
+            // With a committed backlog left to apply, the next turn starts at once
+            // (applying the next slice) instead of waiting for input.
+            let first = if self.io.backlog {
+                match self.inbox.try_recv() {
+                    Ok(input) => Some(input),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match self.inbox.recv() {
+                    Ok(input) => Some(input),
+                    Err(_) => break, // cannot happen: `Shared` holds a sender
+                }
             };
             // Time is read from the flag, not from a queued `Tick` (which only wakes
             // this thread): a tick still counts when a flood filled the inbox.
@@ -89,8 +144,11 @@ impl StateLoop {
                 self.batch.push(Input::Tick);
             }
             self.batch.append(&mut self.io.next_turn);
-            self.take(first);
-            while self.batch.len() < MAX_BATCH {
+            self.batch_bytes = 0;
+            if let Some(first) = first {
+                self.take(first);
+            }
+            while self.batch.len() < MAX_BATCH && self.batch_bytes < MAX_BATCH_BYTES {
                 match self.inbox.try_recv() {
                     Ok(input) => self.take(input),
                     Err(_) => break,
@@ -118,7 +176,14 @@ impl StateLoop {
         self.inbox
     }
 
+    /// Adds `input` to the batch. A peer message's bytes go back to the peer budget
+    /// here: from now on they count in the batch, which is bounded by itself.
     fn take(&mut self, input: Input) {
+        let bytes = input_bytes(&input);
+        self.batch_bytes += bytes;
+        if let Input::Peer(m) = &input {
+            self.shared.peer_budget.release(message_bytes(m));
+        }
         match input {
             Input::Tick => {}
             Input::Peer(m) if logging::enabled(Level::Debug) => {
@@ -138,8 +203,8 @@ struct NodeIo {
     unsynced: bool,
     /// When the current write began, to warn about slow disks.
     sync_started: Option<Instant>,
-    /// One bounded channel per peer, read by its replicator.
-    peers: BTreeMap<NodeId, Sender<Message>>,
+    /// One bounded queue per peer (in messages and bytes), read by its replicator.
+    peers: BTreeMap<NodeId, PeerQueue>,
     /// The snapshotter thread's queue (one slot).
     snapshots: Sender<Snapshot>,
     /// Compacted log entries for the snapshotter thread to free.
@@ -149,6 +214,13 @@ struct NodeIo {
     /// Role, term and leader as last logged, and as last observed.
     logged: Seen,
     seen: Seen,
+    /// As last observed: committed entries wait to be applied (`turn::has_more`), so
+    /// the next turn must not wait for input.
+    backlog: bool,
+    /// Tells the replicators when this thread waits for the disk, and whether it leads.
+    watch: Arc<StateWatch>,
+    /// See [`FAULT_LEADER_SYNC_MS`].
+    leader_sync_delay: Option<Duration>,
 }
 
 impl NodeIo {
@@ -192,6 +264,7 @@ impl NodeIo {
 impl Durable for NodeIo {
     fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), Halt> {
         self.sync_started.get_or_insert_with(Instant::now);
+        self.watch.disk_busy();
         self.storage
             .save_hard_state(hard_state)
             .map_err(|e| fatal("saving term and vote", &e))
@@ -199,6 +272,7 @@ impl Durable for NodeIo {
 
     fn append(&mut self, entries: &[Entry]) -> Result<(), Halt> {
         self.sync_started.get_or_insert_with(Instant::now);
+        self.watch.disk_busy();
         self.unsynced = true;
         self.storage
             .append(entries)
@@ -208,6 +282,7 @@ impl Durable for NodeIo {
     /// The snapshot's file is already in place (the peer reader finished receiving
     /// it before the core saw it); what is left is to drop the log it replaces.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Halt> {
+        self.watch.disk_busy();
         let meta = snapshot.meta;
         self.storage
             .reset_log(meta)
@@ -255,10 +330,17 @@ impl Durable for NodeIo {
     /// the WAL's fsync.
     fn sync(&mut self) -> Result<(), Halt> {
         if std::mem::take(&mut self.unsynced) {
+            if let Some(delay) = self
+                .leader_sync_delay
+                .filter(|_| self.seen.role == Role::Leader)
+            {
+                std::thread::sleep(delay);
+            }
             self.storage
                 .sync()
                 .map_err(|e| fatal("syncing the log", &e))?;
         }
+        self.watch.disk_done();
         if let Some(started) = self.sync_started.take() {
             let took = started.elapsed();
             if took > SLOW_SYNC {
@@ -308,6 +390,9 @@ impl Replies<ReplyTo> for NodeIo {
 impl Observer<ReplyTo> for NodeIo {
     fn observe(&mut self, replica: &Replica<ReplyTo>, _: &ReplicaReady<ReplyTo>) {
         self.seen = Seen::of(replica);
+        self.backlog = turn::has_more(replica);
+        let leading = self.seen.role == Role::Leader;
+        self.watch.set_leading(leading.then_some(self.seen.term));
     }
 }
 

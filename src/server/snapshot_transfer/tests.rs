@@ -25,6 +25,7 @@ use crate::{
     raft::Body,
     replica::Snapshot,
     server::{
+        budget::Budget,
         peer_port::{read_peer, Inbound, MAX_PEER_LINE},
         replicator::{self, Link, Tuning},
         shared::Input,
@@ -488,6 +489,7 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
     let inbound = Arc::new(Inbound {
         id: FOLLOWER,
         inbox: follower_tx,
+        budget: Arc::new(Budget::new(usize::MAX)),
         store: follower_store.clone(),
     });
     thread::spawn(move || {
@@ -506,6 +508,8 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
         inbox: leader_tx,
         store: leader_store,
         tuning,
+        queued_bytes: Arc::default(),
+        keepalive: Default::default(),
     };
     thread::spawn(move || replicator::run(link, queue_rx));
     proxy.wait_for_connections(1);
@@ -831,6 +835,8 @@ fn an_install_snapshot_for_an_unreachable_peer_is_reported() {
         inbox,
         store,
         tuning: tuning(),
+        queued_bytes: Arc::default(),
+        keepalive: Default::default(),
     };
     thread::spawn(move || replicator::run(link, queue_rx));
     queue.send(install_snapshot(META)).unwrap();
@@ -852,6 +858,7 @@ fn the_receiver_answers_misbehaving_frames_without_panicking() {
     let inbound = Arc::new(Inbound {
         id: FOLLOWER,
         inbox,
+        budget: Arc::new(Budget::new(usize::MAX)),
         store: store.clone(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
