@@ -488,9 +488,7 @@ impl<T> Replica<T> {
         self.saving_snapshot = false;
         self.node.snapshot_saved(meta);
         let before = self.node.log().base().index;
-        let removed = self
-            .node
-            .compact(meta.index.saturating_sub(self.config.trailing_entries()));
+        let removed = self.node.compact(self.trailing_start(meta.index));
         if self.removed_entries.is_empty() {
             self.removed_entries = removed; // a move, not a copy of every entry
         } else {
@@ -500,6 +498,26 @@ impl<T> Replica<T> {
         if after > before {
             self.compact_to = Some(after);
         }
+    }
+
+    /// Where compaction behind a snapshot at `index` stops: it keeps a few trailing
+    /// entries, at most [`ReplicaConfig::trailing_entries`] of them and at most a
+    /// quarter of `snapshot_bytes` (with large values, a count alone could keep
+    /// gigabytes).
+    fn trailing_start(&self, index: Index) -> Index {
+        let max_bytes = self.config.snapshot_bytes / 4;
+        let (mut keep, mut bytes) = (0, 0);
+        while keep < self.config.trailing_entries() {
+            let Some(entry) = self.node.log().get(index - keep) else {
+                break;
+            };
+            bytes += entry.approx_size() as u64;
+            if bytes > max_bytes {
+                break;
+            }
+            keep += 1;
+        }
+        index - keep
     }
 
     /// The newest snapshot this replica has (index 0 if none).

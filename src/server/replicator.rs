@@ -976,13 +976,13 @@ mod tests {
         Entry {
             index,
             term: 1,
-            payload: Payload::Command(Command {
-                key: "k".into(),
-                op: WriteOp::Put {
+            payload: Payload::Command(Command::write(
+                "k",
+                WriteOp::Put {
                     value: "v".repeat(value_bytes),
                 },
-                session: None,
-            }),
+                None,
+            )),
         }
     }
 

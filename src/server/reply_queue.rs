@@ -77,7 +77,7 @@ pub(crate) fn answer_bytes(outcome: &Outcome) -> usize {
     64 + match outcome {
         Outcome::Value(Some(v)) => v.len(),
         Outcome::Failed { message, .. } => message.len(),
-        Outcome::Value(None) | Outcome::Written => 0,
+        Outcome::Value(None) | Outcome::Written | Outcome::Registered(_) => 0,
     }
 }
 
