@@ -711,12 +711,17 @@ impl Cluster {
         Ok(())
     }
 
-    fn status(&mut self, ids: &[NodeId]) -> Result<(), String> {
-        let ids = if ids.is_empty() {
+    /// The nodes named, or every node when none is.
+    fn these_or_all(&self, ids: &[NodeId]) -> Vec<NodeId> {
+        if ids.is_empty() {
             self.ids.clone()
         } else {
             ids.to_vec()
-        };
+        }
+    }
+
+    fn status(&mut self, ids: &[NodeId]) -> Result<(), String> {
+        let ids = self.these_or_all(ids);
         for id in ids {
             let node = self.node(id)?;
             let line = match &node.replica {
@@ -742,7 +747,7 @@ impl Cluster {
                 }
                 None => {
                     let d = &node.disk;
-                    let last = d.log().last().map_or(Pos(0, 0), |e| Pos(e.index, e.term));
+                    let last = Pos(d.last_index(), d.term(d.last_index()).unwrap_or(0));
                     format!(
                         "n{id} down (on disk: term={} vote={} last={last})",
                         d.hard_state.term,
@@ -758,11 +763,7 @@ impl Cluster {
     }
 
     fn logs(&mut self, ids: &[NodeId]) -> Result<(), String> {
-        let ids = if ids.is_empty() {
-            self.ids.clone()
-        } else {
-            ids.to_vec()
-        };
+        let ids = self.these_or_all(ids);
         for id in ids {
             let node = self.node(id)?;
             let (entries, commit, base): (Vec<Entry>, u64, u64) = match &node.replica {
