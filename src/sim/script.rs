@@ -26,7 +26,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [snapshot=N] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `snapshot` takes a snapshot every N applied entries (saving it completes at once, and the log keeps N/4 entries behind it); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
+//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [snapshot=N] [session-timeout=MS] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `snapshot` takes a snapshot every N applied entries (saving it completes at once, and the log keeps N/4 entries behind it); `session-timeout` is the idle time after which client sessions expire, in ms of cluster time (a tick is 30 ms); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
 //! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
 //! | `elect ID` | `campaign ID`, then only election messages are delivered until none is left; prints, instead of the trace, each round's answers, the outcome, and the node's last messages (a new leader's first appends, still in flight) |
 //! | `tick [ID...] [n=K] [deliver]` | K ticks (default 1) on the given nodes (default all live ones); with `deliver` the network works meanwhile: after each tick, messages are delivered until none is in flight |
@@ -38,7 +38,8 @@
 //! | `partition ID...` | cuts the given nodes off from the others, both ways |
 //! | `cut FROM TO` | cuts the link from FROM to TO only |
 //! | `heal` | restores every link |
-//! | `put ID k=v [k=v...]`, `append ID k=v...` | writes sent to node ID, all in one batch |
+//! | `put ID k=v [k=v...] [session=N seq=S]`, `append ID ...` | writes sent to node ID, all in one batch; with `session`, exactly-once writes of that registered session, numbered from `seq` (default 1) |
+//! | `register ID` | registers a client session at node ID (the reply names its number) |
 //! | `delete ID k...`, `get ID k... [stale]` | likewise |
 //! | `crash ID [at=before-sync\|after-sync\|message=K] [keep=N]` | crashes the node now, or arms a crash at that point of its next turn; `keep` unsynced writes survive (default 0) |
 //! | `restart ID` | restarts a crashed node from its disk |
@@ -59,7 +60,7 @@ use super::{
     node::{CrashPoint, Requester, SimNode},
 };
 use crate::{
-    kv::{Command, WriteOp},
+    kv::{Command, Session, WriteOp},
     raft::{Body, Entry, Message, NodeId, Payload, Pos, Role, Term},
     replica::{ClientOp, Input, Outcome, ReplicaConfig},
 };
@@ -200,6 +201,9 @@ impl Cluster {
         if let Some(n) = args.number("snapshot")? {
             config.snapshot_entries = n;
         }
+        if let Some(ms) = args.number("session-timeout")? {
+            config.sessions.timeout_ms = ms;
+        }
         let ids: Vec<NodeId> = (1..=n).collect();
         let mut c = Cluster {
             nodes: ids.iter().map(|&id| (id, SimNode::new(id))).collect(),
@@ -311,6 +315,11 @@ impl Cluster {
             }
             "put" | "append" => self.writes(name, args)?,
             "delete" | "get" => self.keys(name, args)?,
+            "register" => {
+                let id = args.one_id()?;
+                let request = self.request(ClientOp::Write(Command::register()), "register".into());
+                self.turn(id, vec![request])?;
+            }
             "crash" => self.crash(args)?,
             "restart" => {
                 let id = args.one_id()?;
@@ -507,8 +516,14 @@ impl Cluster {
 
     fn writes(&mut self, name: &str, args: &Args) -> Result<(), String> {
         let id = args.one_id()?;
+        let session: Option<u64> = args.number("session")?;
+        let mut seq: u64 = args.number("seq")?.unwrap_or(1);
         let mut batch = Vec::new();
-        for &(key, value) in &args.pairs {
+        for &(key, value) in args
+            .pairs
+            .iter()
+            .filter(|(k, _)| !matches!(*k, "session" | "seq"))
+        {
             let op = match name {
                 "put" => WriteOp::Put {
                     value: value.into(),
@@ -517,8 +532,16 @@ impl Cluster {
                     value: value.into(),
                 },
             };
-            let command = Command::write(key, op, None);
-            batch.push(self.request(ClientOp::Write(command), format!("{name} {key}={value}")));
+            let (exactly_once, what) = match session {
+                Some(n) => (
+                    Some(Session::registered(n, seq)),
+                    format!("{name} {key}={value} (session {n} seq {seq})"),
+                ),
+                None => (None, format!("{name} {key}={value}")),
+            };
+            seq += 1;
+            let command = Command::write(key, op, exactly_once);
+            batch.push(self.request(ClientOp::Write(command), what));
         }
         self.turn(id, batch)
     }
@@ -736,8 +759,12 @@ impl Cluster {
                         s if s.index == 0 => String::new(),
                         s => format!(" snapshot={}", Pos(s.index, s.term)),
                     };
+                    let sessions = match r.store().sessions() {
+                        0 => String::new(),
+                        k => format!(" sessions={k}"),
+                    };
                     format!(
-                        "n{id}@{} {} leader={leader} vote={vote} last={} commit={} applied={}{snapshot}",
+                        "n{id}@{} {} leader={leader} vote={vote} last={} commit={} applied={}{snapshot}{sessions}",
                         n.term(),
                         n.role().as_str(),
                         Pos(n.last_index(), n.log().last_term()),
