@@ -517,7 +517,7 @@ impl Cluster {
     fn writes(&mut self, name: &str, args: &Args) -> Result<(), String> {
         let id = args.one_id()?;
         let session: Option<u64> = args.number("session")?;
-        let mut seq: u64 = args.number("seq")?.unwrap_or(1);
+        let first_seq: u64 = args.number("seq")?.unwrap_or(1);
         let mut batch = Vec::new();
         for &(key, value) in args
             .pairs
@@ -539,7 +539,6 @@ impl Cluster {
                 ),
                 None => (None, format!("{name} {key}={value}")),
             };
-            seq += 1;
             let command = Command::write(key, op, exactly_once);
             batch.push(self.request(ClientOp::Write(command), what));
         }
