@@ -519,11 +519,11 @@ impl Cluster {
         let session: Option<u64> = args.number("session")?;
         let first_seq: u64 = args.number("seq")?.unwrap_or(1);
         let mut batch = Vec::new();
-        for &(key, value) in args
+        let writes = args
             .pairs
             .iter()
-            .filter(|(k, _)| !matches!(*k, "session" | "seq"))
-        {
+            .filter(|(k, _)| !matches!(*k, "session" | "seq"));
+        for (seq, &(key, value)) in (first_seq..).zip(writes) {
             let op = match name {
                 "put" => WriteOp::Put {
                     value: value.into(),
