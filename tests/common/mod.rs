@@ -127,8 +127,10 @@ impl Cluster {
                 if from == to {
                     continue;
                 }
-                let port = free_ports(1)[0];
-                let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
+                // Bound here, in this process, so the OS can pick a free port (from the
+                // ephemeral range, which `free_ports` never hands out): no window for
+                // another listener to take it between picking and binding.
+                let listener = TcpListener::bind(("127.0.0.1", 0)).expect("proxy port");
                 let p = proxy::Proxy::start(listener, c.nodes[&to].raft.clone());
                 c.proxies.insert((from, to), p);
             }
