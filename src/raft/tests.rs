@@ -595,28 +595,30 @@ fn any_other_snapshot_replaces_the_whole_log() {
     );
 }
 
-#[test]
-fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
+/// The leader of a 3-node cluster after `writes` proposals that node 2 acknowledged
+/// and node 3 never heard of, with its log compacted behind a snapshot of all of them;
+/// then a heartbeat interval passes, so node 3's probe is due. Returns the leader, the
+/// snapshot and what that heartbeat sent.
+fn compacted_leader(writes: usize) -> (RaftNode, SnapshotMeta, Ready) {
     let mut l = leader(3);
-    for i in 0..6 {
+    for i in 0..writes {
         l.propose(put(&i.to_string())).unwrap();
     }
     let r = l.ready();
     persist(&mut l, &r);
     let last = l.last_index();
-    // Node 2 acknowledges everything; node 3 hears nothing.
+    let ack = AppendResult::Match(last);
     l.step(msg(
         2,
         1,
         l.term(),
         Body::AppendResponse {
-            result: AppendResult::Match(last),
+            result: ack,
             read_round: 0,
         },
     ));
-    let r = l.ready();
+    l.ready();
     assert_eq!(l.commit_index(), last);
-    drop(r);
     let meta = SnapshotMeta {
         index: last,
         term: l.term(),
@@ -624,12 +626,18 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     l.snapshot_saved(meta);
     l.compact(last);
     assert_eq!(l.log().first_index(), last + 1);
-    // Node 3's probe is due again with the next heartbeat; the log no longer holds
-    // what it starts from, so node 3 gets the snapshot instead.
     for _ in 0..config().heartbeat_ticks {
         l.tick();
     }
     let r = l.ready();
+    (l, meta, r)
+}
+
+#[test]
+fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
+    // Node 3's probe starts from an entry the log no longer holds: it gets the
+    // snapshot instead.
+    let (mut l, meta, r) = compacted_leader(6);
     let to_3: Vec<&Body> = r
         .messages
         .iter()
@@ -644,15 +652,16 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     let r = l.ready();
     let heartbeat = r.messages.iter().find(|m| m.to == 3).expect("a heartbeat");
     assert!(
-        matches!(heartbeat.body, Body::Append { prev_index, ref entries, .. } if prev_index == last && entries.is_empty())
+        matches!(heartbeat.body, Body::Append { prev_index, ref entries, .. } if prev_index == meta.index && entries.is_empty())
     );
     // The follower installed it and says so: replication continues after it.
+    let ack = AppendResult::Match(meta.index);
     l.step(msg(
         3,
         1,
         l.term(),
         Body::AppendResponse {
-            result: AppendResult::Match(last),
+            result: ack,
             read_round: 0,
         },
     ));
@@ -660,43 +669,19 @@ fn a_leader_sends_its_snapshot_to_a_follower_that_needs_compacted_entries() {
     let r = l.ready();
     assert!(appends(&r)
         .iter()
-        .any(|(to, prev, e)| *to == 3 && *prev == last && e.len() == 1));
+        .any(|(to, prev, e)| *to == 3 && *prev == meta.index && e.len() == 1));
 }
 
 #[test]
 fn a_finished_or_failed_transfer_makes_the_leader_probe_after_the_snapshot() {
-    let mut l = leader(3);
-    l.propose(put("a")).unwrap();
-    let r = l.ready();
-    persist(&mut l, &r);
-    let last = l.last_index();
-    l.step(msg(
-        2,
-        1,
-        l.term(),
-        Body::AppendResponse {
-            result: AppendResult::Match(last),
-            read_round: 0,
-        },
-    ));
-    l.ready();
-    let meta = SnapshotMeta {
-        index: last,
-        term: l.term(),
-    };
-    l.snapshot_saved(meta);
-    l.compact(last);
-    for _ in 0..config().heartbeat_ticks {
-        l.tick();
-    }
-    l.ready(); // the snapshot to node 3
+    let (mut l, meta, _) = compacted_leader(1);
     l.snapshot_sent(3);
     l.propose(put("b")).unwrap();
     let r = l.ready();
     assert!(
         appends(&r)
             .iter()
-            .any(|(to, prev, _)| *to == 3 && *prev == last),
+            .any(|(to, prev, _)| *to == 3 && *prev == meta.index),
         "a probe from just after the snapshot"
     );
 }
