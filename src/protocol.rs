@@ -5,10 +5,15 @@
 //! way a request can be wrong gets its own clear `bad_request` message, and the `"id"`
 //! is echoed whenever the line was a JSON object at all.
 
+use std::{fmt, path::Path};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::kv::{Session, WriteOp, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::{
+    error::{self, Error},
+    kv::{Session, WriteOp, MAX_KEY_BYTES, MAX_VALUE_BYTES},
+};
 
 /// Default longest request line a node accepts from a client, in bytes: room for a
 /// maximal value even when every byte is a control character escaped as `\u00XX`
@@ -37,6 +42,10 @@ pub enum Op {
     /// Open a registered session (docs/protocol.md §3.6).
     Register,
     Status,
+    /// Prove knowledge of the client token on this connection (docs/protocol.md §3.11).
+    Auth {
+        token: String,
+    },
 }
 
 /// The error codes of docs/protocol.md §3.
@@ -54,6 +63,8 @@ pub enum ErrorCode {
     /// Not applied by this request: its session expired (or never existed). An
     /// earlier attempt of the same write may have been applied before it expired.
     SessionExpired,
+    /// Not looked at: the connection has not authenticated (or gave a wrong token).
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -64,7 +75,68 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::SessionExpired => "session_expired",
+            ErrorCode::Unauthorized => "unauthorized",
         }
+    }
+}
+
+/// The client token (docs/protocol.md §3.11): what a node started with
+/// `--client-token-file` asks of every connection, and what a client sends in `auth`.
+///
+/// Its `Debug` form hides the text, so that options holding one can be printed. `==`
+/// is there for comparing options; a node checks a token with [`Token::matches`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A token with this text; `None` if it is empty.
+    pub fn new(text: impl Into<String>) -> Option<Token> {
+        let text = text.into();
+        (!text.is_empty()).then_some(Token(text))
+    }
+
+    /// Reads a token file: its bytes with trailing whitespace (the final newline an
+    /// editor adds) removed. The text must be UTF-8, since the token travels in a JSON
+    /// string, and must not be empty: an empty file is a mistake, not "no token".
+    pub fn read_file(path: &Path) -> error::Result<Token> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::io(format!("cannot read token file {}", path.display()), e))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            Error::Config(format!("token file {} is not UTF-8 text", path.display()))
+        })?;
+        Token::new(text.trim_end()).ok_or_else(|| {
+            Error::Config(format!(
+                "token file {} is empty (or only whitespace)",
+                path.display()
+            ))
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is this token, in a time that depends on this token's length
+    /// only, never on how much of `given` is right: every byte of the token is
+    /// compared, against `given` repeated as needed, and the differences are
+    /// accumulated without an early exit. (The length of the token is the only thing
+    /// its timing could tell, and it is the same for every attempt.)
+    pub fn matches(&self, given: &str) -> bool {
+        let (token, given) = (self.0.as_bytes(), given.as_bytes());
+        if given.is_empty() {
+            return false;
+        }
+        let mut diff = u8::from(token.len() != given.len());
+        for (i, byte) in token.iter().enumerate() {
+            diff |= byte ^ given[i % given.len()];
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<hidden>)")
     }
 }
 
@@ -130,12 +202,20 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
         }
         "register" => Op::Register,
         "status" => Op::Status,
+        "auth" => match obj.get("token") {
+            Some(Value::String(token)) => Op::Auth {
+                token: token.clone(),
+            },
+            Some(_) => return Err(bad(&id, "\"token\" must be a string".into())),
+            None => return Err(bad(&id, "missing \"token\"".into())),
+        },
         other => {
             let shown: String = other.chars().take(40).collect();
             return Err(bad(
                 &id,
                 format!(
-                    "unknown op {shown:?} (expected get, put, append, delete, register or status)"
+                    "unknown op {shown:?} (expected get, put, append, delete, register, status \
+                     or auth)"
                 ),
             ));
         }
@@ -427,6 +507,74 @@ mod tests {
             assert_eq!(err.id, id, "{line}");
             assert!(!err.message.is_empty());
         }
+    }
+
+    #[test]
+    fn parses_auth_and_the_unauthorized_code() {
+        let r = parse(r#"{"op":"auth","token":"s3cret","id":1}"#).unwrap();
+        assert_eq!(
+            (r.op, r.id),
+            (
+                Op::Auth {
+                    token: "s3cret".into()
+                },
+                Some(json!(1))
+            )
+        );
+        for (line, message) in [
+            (r#"{"op":"auth","id":2}"#, "missing \"token\""),
+            (r#"{"op":"auth","token":7,"id":2}"#, "must be a string"),
+        ] {
+            let err = parse(line).expect_err(line);
+            assert_eq!(err.id, Some(json!(2)));
+            assert!(err.message.contains(message), "{line}: {}", err.message);
+        }
+        let v = error_response(None, ErrorCode::Unauthorized, "no", None, None);
+        assert_eq!(v["error"], "unauthorized");
+        assert_eq!(
+            serde_json::from_value::<ErrorCode>(json!("unauthorized")).unwrap(),
+            ErrorCode::Unauthorized
+        );
+    }
+
+    #[test]
+    fn a_token_matches_only_itself_and_hides_in_debug_output() {
+        let token = Token::new("correct horse").unwrap();
+        assert!(token.matches("correct horse"));
+        for wrong in [
+            "",
+            "c",
+            "correct hors",
+            "correct horsf",
+            "correct horse ",
+            "x",
+        ] {
+            assert!(!token.matches(wrong), "{wrong:?}");
+        }
+        // The given text is repeated to the token's length: a prefix that repeats
+        // into the token still differs in length.
+        let token = Token::new("abab").unwrap();
+        assert!(!token.matches("ab"));
+        assert_eq!(format!("{token:?}"), "Token(<hidden>)");
+        assert!(Token::new("").is_none());
+    }
+
+    #[test]
+    fn a_token_file_is_trimmed_at_the_end_and_must_hold_something() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, " s3cret \r\n\n").unwrap();
+        assert_eq!(Token::read_file(&path).unwrap().as_str(), " s3cret");
+        std::fs::write(&path, " \n\t\n").unwrap();
+        let err = Token::read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        std::fs::write(&path, b"\xff\xfe").unwrap();
+        let err = Token::read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("UTF-8"), "{err}");
+        let err = Token::read_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read token file"), "{err}");
     }
 
     #[test]

@@ -239,6 +239,99 @@ fn a_repl_session_survives_a_leader_failover() {
     assert!(child.wait().unwrap().success());
 }
 
+/// Without `--cluster`/`--servers`, client commands use `$RAFTKV_CLUSTER`, then
+/// `./cluster.json`; a flag wins over both, the variable over the file, and `-v` says
+/// which was used.
+#[test]
+fn client_commands_find_the_cluster_by_flag_then_variable_then_current_directory() {
+    let c = ready_cluster(1);
+    let empty = tempfile::tempdir().unwrap();
+    let with_file = tempfile::tempdir().unwrap();
+    std::fs::copy(&c.cluster_file, with_file.path().join("cluster.json")).unwrap();
+    let bogus = empty.path().join("no-such-cluster.json");
+    // `raftkv ARGS` run in `dir`, with RAFTKV_CLUSTER set to `env` (or unset).
+    let run = |dir: &Path, env: Option<&Path>, args: &[&str], input: &str| {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(dir)
+            .env_remove("RAFTKV_CLUSTER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(env) = env {
+            cmd.env("RAFTKV_CLUSTER", env);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+
+    // The variable, from a directory without a cluster file.
+    let (code, _, stderr) = run(
+        empty.path(),
+        Some(&c.cluster_file),
+        &["put", "k", "v", "-v"],
+        "",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("(from $RAFTKV_CLUSTER)"), "{stderr}");
+    let (code, stdout, _) = run(empty.path(), Some(&c.cluster_file), &["status"], "");
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains(&c.nodes[&1].client), "{stdout}");
+    // ./cluster.json, for one-shot commands and the REPL alike.
+    let (code, stdout, stderr) = run(with_file.path(), None, &["get", "k", "--verbose"], "");
+    assert_eq!((code, stdout.as_str()), (Some(0), "v\n"), "{stderr}");
+    assert!(
+        stderr.contains("found in the current directory"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = run(with_file.path(), None, &["repl"], "append k w\nget k\n");
+    assert_eq!((code, stdout.as_str()), (Some(0), "OK\n\"vw\"\n"));
+    // The variable wins over ./cluster.json, even when it names a missing file.
+    let (code, _, stderr) = run(with_file.path(), Some(&bogus), &["get", "k"], "");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no-such-cluster.json") && stderr.contains("$RAFTKV_CLUSTER"),
+        "{stderr}"
+    );
+    // A flag wins over both.
+    let cluster = c.cluster_file.to_str().unwrap();
+    let (code, stdout, stderr) = run(
+        with_file.path(),
+        Some(&bogus),
+        &["get", "k", "-v", "--cluster", cluster],
+        "",
+    );
+    assert_eq!((code, stdout.as_str()), (Some(0), "vw\n"), "{stderr}");
+    assert!(stderr.contains("(--cluster)"), "{stderr}");
+    let servers = c.client_addrs().join(",");
+    let (code, stdout, _) = run(
+        empty.path(),
+        Some(&bogus),
+        &["get", "k", "--servers", &servers],
+        "",
+    );
+    assert_eq!((code, stdout.as_str()), (Some(0), "vw\n"));
+    // None of the three: a usage error naming them all.
+    let (code, _, stderr) = run(empty.path(), None, &["get", "k"], "");
+    assert_eq!(code, Some(2));
+    for named in [
+        "--cluster",
+        "--servers",
+        "$RAFTKV_CLUSTER",
+        "./cluster.json",
+    ] {
+        assert!(stderr.contains(named), "{stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 /// `raftkv bench --check` against a real cluster: a concurrent, pipelined mix of every
 /// operation on a few keys is recorded, and the history is found linearizable.
 #[test]

@@ -18,7 +18,9 @@
 //!
 //! The leader is found through the nodes' status first. On `not_leader` with a hint
 //! the thread reconnects to the hinted node; on a lost connection it looks for the
-//! leader again (one thread searches, the others wait for its answer).
+//! leader again (one thread searches, the others wait for its answer). With
+//! `--token-file`, every connection starts with `auth`; a refused token stops the
+//! thread (the leader search before the run has already checked it).
 //!
 //! With `--check`, every thread also records what it did as the linearizability
 //! checker's [`Operation`]s, timed in nanoseconds since the run started, and after the run
@@ -51,14 +53,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    histogram::Histogram, make_client, BenchArgs, EXIT_NOT_APPLIED, EXIT_NOT_LINEARIZABLE, EXIT_OK,
-    EXIT_USAGE,
+    fail, histogram::Histogram, make_client, BenchArgs, EXIT_NOT_LINEARIZABLE, EXIT_OK, EXIT_USAGE,
 };
 use crate::{
     check::{self, KvOp, Operation, Violation},
-    client::{Client, ClientOptions},
+    client::{Client, ClientError, ClientOptions},
     codec::{self, Line},
-    protocol::ErrorCode,
+    protocol::{ErrorCode, Token},
 };
 
 /// Default total operations when neither `--ops` nor `--duration` is given.
@@ -541,7 +542,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addr: &str) -> io::Result<Conn> {
+    /// Connects to `addr` and, with a token, authenticates. A refused token is a
+    /// `PermissionDenied` error.
+    fn open(addr: &str, token: Option<&Token>) -> io::Result<Conn> {
         let target = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
         })?;
@@ -549,10 +552,32 @@ impl Conn {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn {
+        let mut conn = Conn {
             reader: BufReader::with_capacity(256 * 1024, stream.try_clone()?),
             writer: BufWriter::with_capacity(256 * 1024, stream),
-        })
+        };
+        if let Some(token) = token {
+            codec::write_json_line(
+                &mut conn.writer,
+                &json!({"op": "auth", "token": token.as_str()}),
+            )?;
+            conn.writer.flush()?;
+            let mut line = Vec::new();
+            if codec::read_line(&mut conn.reader, &mut line, MAX_RESPONSE_LINE)? != Line::Complete {
+                return Err(io::Error::other("the connection closed during auth"));
+            }
+            let answer: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+            if answer.get("ok") != Some(&Value::Bool(true)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{addr} refused the token: {}",
+                        String::from_utf8_lossy(&line)
+                    ),
+                ));
+            }
+        }
+        Ok(conn)
     }
 }
 
@@ -686,10 +711,14 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
             if shared.should_stop() {
                 break;
             }
-            match Conn::open(&leader) {
+            match Conn::open(&leader, shared.search.token.as_ref()) {
                 Ok(c) => {
                     conn = Some(c);
                     unreachable_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    eprintln!("raftkv bench: thread {number}: {e}; giving up");
+                    break;
                 }
                 Err(_) => {
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
@@ -835,16 +864,15 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
 }
 
 /// Runs a bench with `config` against the cluster `client` knows; `stop` ends it early.
-/// Progress goes to stderr once a second unless `quiet`.
+/// Progress goes to stderr once a second unless `quiet`. Fails only if no leader is
+/// found at the start.
 pub fn run_bench(
     client: &mut Client,
     config: BenchConfig,
     stop: Arc<AtomicBool>,
     quiet: bool,
-) -> Result<BenchReport, String> {
-    let leader = client
-        .find_leader()
-        .map_err(|e| format!("cannot find the leader: {e}"))?;
+) -> Result<BenchReport, ClientError> {
+    let leader = client.find_leader()?;
     let search = ClientOptions {
         deadline: Duration::from_secs(2),
         ..client.options().clone()
@@ -966,10 +994,7 @@ pub fn run(args: BenchArgs) -> i32 {
                 Some(Ok(())) | None => EXIT_OK,
             }
         }
-        Err(e) => {
-            eprintln!("raftkv bench: {e}");
-            EXIT_NOT_APPLIED
-        }
+        Err(e) => fail("bench: cannot find the leader", &e, &args.client),
     }
 }
 

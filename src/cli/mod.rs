@@ -13,6 +13,11 @@
 //! too: a late duplicate can overwrite a newer value), so the one-shot commands keep
 //! the exactly-once guarantee and pay for it. A `get` registers nothing; the REPL keeps
 //! one session for its whole run.
+//!
+//! Finding the cluster: `--cluster FILE` or `--servers ADDR,...` when given, else the
+//! cluster file named by `$RAFTKV_CLUSTER`, else `./cluster.json` (see [`Target`]), so
+//! that after `make cluster` (or an `export RAFTKV_CLUSTER=...`) the commands need no
+//! flag, as etcdctl needs none for a local etcd.
 
 pub mod bench;
 pub mod histogram;
@@ -21,7 +26,7 @@ pub mod repl;
 use std::{
     ffi::OsString,
     io::{self, IsTerminal, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -30,9 +35,9 @@ use serde_json::{json, Value};
 
 use crate::{
     client::{Client, ClientError, ClientOptions},
-    protocol::{Status, DEFAULT_MAX_CLIENT_LINE},
+    protocol::{Status, Token, DEFAULT_MAX_CLIENT_LINE},
     replica::DEFAULT_TICK_MS,
-    server::NodeOptions,
+    server::{ClientTimeouts, NodeOptions},
     storage::StorageOptions,
 };
 
@@ -51,15 +56,22 @@ pub const EXIT_UNKNOWN: i32 = 4;
 /// Exit status of `bench --check`: the history the run recorded is not linearizable, or
 /// the checker gave up on it.
 pub const EXIT_NOT_LINEARIZABLE: i32 = 5;
+/// Exit status: a node answered `unauthorized` (it needs a client token and none was
+/// given, or it refused the one given). Nothing was applied.
+pub const EXIT_UNAUTHORIZED: i32 = 6;
 
 const EXIT_CODES: &str = "\
+Without --cluster or --servers, the client commands use the cluster file named by
+$RAFTKV_CLUSTER, else ./cluster.json (-v says which).
+
 Exit status of the client commands:
   0  success
   1  get: the key does not exist (nothing is printed on stdout)
-  2  bad command line or cluster file, or the server answered bad_request
+  2  bad command line, cluster file or token file, or the server answered bad_request
   3  not applied: the operation certainly did not take effect (safe to retry)
   4  outcome unknown: the write may or may not have taken effect
-  5  bench --check: the recorded history is not linearizable (or could not be checked)";
+  5  bench --check: the recorded history is not linearizable (or could not be checked)
+  6  unauthorized: the cluster needs a token (--token-file) or refused the one given";
 
 /// `raftkv`: the command line.
 #[derive(Parser, Debug)]
@@ -80,7 +92,7 @@ pub struct Cli {
 pub enum Command {
     /// Run one cluster member in the foreground (logs to stderr, stops on Ctrl-C)
     Node(NodeArgs),
-    /// Interactive client: put, append, get, delete, status, leader (reads a script from a pipe)
+    /// Interactive client: put, append, get, delete, status, leader; line editing and history (~/.raftkv_history) on a terminal, a script from a pipe
     Repl(ReplArgs),
     /// Print the value of KEY (linearizable read); exit status 1 if it does not exist
     Get(GetArgs),
@@ -124,13 +136,26 @@ pub struct NodeArgs {
     /// Size at which a new write-ahead log segment is started; compaction deletes whole segments behind a snapshot, so smaller segments free disk sooner
     #[arg(long, value_name = "BYTES", default_value_t = StorageOptions::default().segment_bytes, value_parser = clap::value_parser!(u64).range(4096..))]
     pub wal_segment_bytes: u64,
+    /// File holding the client token (trailing whitespace ignored): clients must send {"op":"auth","token":...} first on every connection
+    #[arg(long, value_name = "FILE")]
+    pub client_token_file: Option<PathBuf>,
+    /// Close client connections idle this long (tests only; default 5 minutes)
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_idle_ms: Option<u64>,
+    /// Close client connections whose request line is incomplete this long after its first byte (tests only; default 30 s)
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_line_ms: Option<u64>,
+    /// Close client connections not authenticated this long after opening (tests only; default 10 s)
+    #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_auth_ms: Option<u64>,
 }
 
-/// Where the cluster is: exactly one of `--cluster` and `--servers`.
+/// Where the cluster is: at most one of `--cluster` and `--servers`; with neither, see
+/// [`Target::find`].
 #[derive(Args, Debug, Clone)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 pub struct TargetArgs {
-    /// Cluster file (JSON) listing every node's client address
+    /// Cluster file (JSON) listing every node's client address [default: $RAFTKV_CLUSTER, else ./cluster.json]
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
     /// Comma-separated client addresses of the nodes, instead of --cluster
@@ -146,6 +171,12 @@ pub struct ClientArgs {
     /// Give up on an operation after this many seconds, retries included
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
+    /// File holding the cluster's client token (nodes run with --client-token-file)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Say on stderr which cluster file or servers (and token file) are used
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Flags of `raftkv repl`.
@@ -204,7 +235,9 @@ pub struct KeyArgs {
 #[derive(Args, Debug)]
 #[command(
     after_help = "Exit status: 0 if every node answered, 3 if any did not \
-    (the table is printed either way), 2 for a bad command line or cluster file.\n\
+    (the table is printed either way), 6 if any answered unauthorized (a token is \
+    needed, or the one given was refused), 2 for a bad command line, cluster file or \
+    token file.\n\
     With --json, prints one line per node: {\"addr\":ADDR,\"response\":RAW STATUS RESPONSE} \
     or {\"addr\":ADDR,\"error\":TEXT}."
 )]
@@ -304,6 +337,16 @@ fn run_node(args: NodeArgs) -> i32 {
         max_line_bytes: args.max_line_bytes,
         snapshot_entries: args.snapshot_entries,
         wal_segment_bytes: args.wal_segment_bytes,
+        client_token_file: args.client_token_file,
+        client_timeouts: {
+            let default = ClientTimeouts::default();
+            let ms = |flag: Option<u64>, default| flag.map_or(default, Duration::from_millis);
+            ClientTimeouts {
+                idle: ms(args.client_idle_ms, default.idle),
+                line: ms(args.client_line_ms, default.line),
+                auth: ms(args.client_auth_ms, default.auth),
+            }
+        },
     };
     match crate::server::run(options) {
         Ok(()) => EXIT_OK,
@@ -314,7 +357,69 @@ fn run_node(args: NodeArgs) -> i32 {
     }
 }
 
-/// Builds the client the flags describe.
+/// The environment variable naming the cluster file client commands use when given
+/// neither `--cluster` nor `--servers`.
+pub const CLUSTER_ENV: &str = "RAFTKV_CLUSTER";
+/// The cluster file client commands look for in the current directory last.
+pub const CLUSTER_FILE: &str = "cluster.json";
+
+/// Where a client command found the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `--cluster FILE`.
+    Flag(PathBuf),
+    /// `--servers ADDR,...`.
+    Servers(Vec<String>),
+    /// The file `$RAFTKV_CLUSTER` names.
+    Env(PathBuf),
+    /// `./cluster.json`.
+    CurrentDir(PathBuf),
+}
+
+impl Target {
+    /// Finds the cluster: the flags first, then `env` (the value of
+    /// `$RAFTKV_CLUSTER`; empty counts as unset), then `./cluster.json` if
+    /// `cwd_file_exists`. A variable naming a missing file is an error when the file
+    /// is read, not a reason to look further: the user asked for that file.
+    pub fn find(
+        args: &TargetArgs,
+        env: Option<OsString>,
+        cwd_file_exists: bool,
+    ) -> Result<Target, String> {
+        if let Some(path) = &args.cluster {
+            return Ok(Target::Flag(path.clone()));
+        }
+        if let Some(servers) = &args.servers {
+            return Ok(Target::Servers(servers.clone()));
+        }
+        if let Some(path) = env.filter(|v| !v.is_empty()) {
+            return Ok(Target::Env(PathBuf::from(path)));
+        }
+        if cwd_file_exists {
+            return Ok(Target::CurrentDir(Path::new(".").join(CLUSTER_FILE)));
+        }
+        Err(format!(
+            "no cluster given: use --cluster FILE or --servers ADDR,ADDR,..., or set \
+             ${CLUSTER_ENV} to a cluster file, or run where ./{CLUSTER_FILE} exists"
+        ))
+    }
+
+    /// Where the cluster was found, for `-v` and for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Flag(path) => format!("cluster file {} (--cluster)", path.display()),
+            Target::Servers(servers) => format!("servers {} (--servers)", servers.join(",")),
+            Target::Env(path) => format!("cluster file {} (from ${CLUSTER_ENV})", path.display()),
+            Target::CurrentDir(path) => format!(
+                "cluster file {} (found in the current directory)",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Builds the client the flags describe (finding the cluster as [`Target::find`]
+/// says, and reading the token file), saying which on stderr with `--verbose`.
 pub fn make_client(args: &ClientArgs) -> Result<Client, String> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err(format!(
@@ -322,14 +427,36 @@ pub fn make_client(args: &ClientArgs) -> Result<Client, String> {
             args.timeout
         ));
     }
+    let target = Target::find(
+        &args.target,
+        std::env::var_os(CLUSTER_ENV),
+        Path::new(CLUSTER_FILE).exists(),
+    )?;
+    if args.verbose {
+        eprintln!("raftkv: using {}", target.describe());
+    }
+    let token = match &args.token_file {
+        Some(path) => {
+            let token = Token::read_file(path).map_err(|e| e.to_string())?;
+            if args.verbose {
+                eprintln!("raftkv: using the token of {}", path.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
     let options = ClientOptions {
         deadline: Duration::from_secs_f64(args.timeout),
+        token,
         ..ClientOptions::default()
     };
-    let client = match (&args.target.cluster, &args.target.servers) {
-        (Some(path), _) => Client::from_cluster_file(path, options).map_err(|e| e.to_string())?,
-        (None, Some(servers)) => Client::new(servers.clone(), options),
-        (None, None) => return Err("give --cluster FILE or --servers ADDR,ADDR,...".into()),
+    let client = match &target {
+        Target::Servers(servers) => Client::new(servers.clone(), options),
+        Target::Flag(path) => {
+            Client::from_cluster_file(path, options).map_err(|e| e.to_string())?
+        }
+        Target::Env(path) | Target::CurrentDir(path) => Client::from_cluster_file(path, options)
+            .map_err(|e| format!("{e} (the {})", target.describe()))?,
     };
     if client.addrs().is_empty() {
         return Err("no server addresses given".into());
@@ -343,7 +470,21 @@ pub fn exit_code(error: &ClientError) -> i32 {
         ClientError::NotApplied { .. } => EXIT_NOT_APPLIED,
         ClientError::Unknown { .. } => EXIT_UNKNOWN,
         ClientError::BadRequest(_) | ClientError::NoServers => EXIT_USAGE,
+        ClientError::Unauthorized(_) => EXIT_UNAUTHORIZED,
     }
+}
+
+/// Prints a failed operation as `raftkv OP: ...` (with a hint when a token is
+/// missing) and returns its exit status.
+fn fail(op: &str, error: &ClientError, args: &ClientArgs) -> i32 {
+    let hint = match error {
+        ClientError::Unauthorized(_) if args.token_file.is_none() => {
+            " (give the cluster's token with --token-file FILE)"
+        }
+        _ => "",
+    };
+    eprintln!("raftkv {op}: {error}{hint}");
+    exit_code(error)
 }
 
 fn run_get(args: GetArgs) -> i32 {
@@ -371,10 +512,7 @@ fn run_one_shot(op: &str, args: &ClientArgs, request: Value, json_output: bool) 
     let key = request["key"].as_str().unwrap_or("").to_string();
     let response = match client.raw(request) {
         Ok((response, _)) => response,
-        Err(e) => {
-            eprintln!("raftkv {op}: {e}");
-            return exit_code(&e);
-        }
+        Err(e) => return fail(op, &e, args),
     };
     let mut stdout = io::stdout().lock();
     if json_output {
@@ -425,6 +563,7 @@ fn run_status(args: StatusArgs) -> i32 {
     };
     let mut stdout = io::stdout().lock();
     let mut all_answered = true;
+    let mut unauthorized = None;
     if args.json {
         for addr in client.addrs() {
             let line = match client.status_raw(&addr) {
@@ -437,7 +576,11 @@ fn run_status(args: StatusArgs) -> i32 {
                 Err(e) => {
                     all_answered = false;
                     let error = strip_addr(e.reason(), &addr);
-                    json!({"addr": addr, "error": error}).to_string()
+                    let line = json!({"addr": addr, "error": error}).to_string();
+                    if let ClientError::Unauthorized(_) = e {
+                        unauthorized = Some(e);
+                    }
+                    line
                 }
             };
             let _ = writeln!(stdout, "{line}");
@@ -445,12 +588,17 @@ fn run_status(args: StatusArgs) -> i32 {
     } else {
         let rows = client.status_all();
         all_answered = rows.iter().all(|(_, r)| r.is_ok());
+        unauthorized = rows
+            .iter()
+            .find(|(_, r)| matches!(r, Err(ClientError::Unauthorized(_))))
+            .and_then(|(_, r)| r.clone().err());
         let _ = write!(stdout, "{}", status_table(&client, &rows));
     }
-    if all_answered {
-        EXIT_OK
-    } else {
-        EXIT_NOT_APPLIED
+    match unauthorized {
+        // The table already says which nodes refused; this adds the hint.
+        Some(e) => fail("status", &e, &args.client),
+        None if all_answered => EXIT_OK,
+        None => EXIT_NOT_APPLIED,
     }
 }
 
@@ -486,7 +634,11 @@ pub fn status_table(client: &Client, rows: &[(String, Result<Status, ClientError
             Err(e) => {
                 let mut row = vec![known_id, addr.clone()];
                 row.extend(std::iter::repeat_n("-".to_string(), 7));
-                row.push(format!("unreachable: {}", strip_addr(e.reason(), addr)));
+                let why = match e {
+                    ClientError::Unauthorized(_) => "unauthorized",
+                    _ => "unreachable",
+                };
+                row.push(format!("{why}: {}", strip_addr(e.reason(), addr)));
                 row
             }
         };
@@ -539,10 +691,16 @@ fn run_repl(args: ReplArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let interactive = stdin_is_terminal();
-    let stdin = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
-    match repl::run(&mut client, stdin, &mut stdout, interactive) {
+    let result = if stdin_is_terminal() {
+        let history = repl::history_path(
+            std::env::var_os(repl::HISTFILE_ENV),
+            std::env::var_os("HOME"),
+        );
+        repl::run_terminal(&mut client, history.as_deref())
+    } else {
+        repl::run(&mut client, io::stdin().lock(), &mut io::stdout().lock())
+    };
+    match result {
         Ok(()) => EXIT_OK,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(e) => {
@@ -593,9 +751,24 @@ mod tests {
             (b.clients, b.pipeline, b.mix.as_str()),
             (8, 4, "put=80,get=20")
         );
-        // exactly one of --cluster and --servers
-        assert!(parse("raftkv get k").is_err());
+        // at most one of --cluster and --servers (with neither, Target::find looks)
+        assert!(parse("raftkv get k").is_ok());
         assert!(parse("raftkv get k --cluster c --servers a:1").is_err());
+        let cli = parse("raftkv get k -v --token-file t").unwrap();
+        let Command::Get(g) = cli.command else {
+            panic!()
+        };
+        assert!(g.client.verbose);
+        assert_eq!(g.client.token_file, Some(PathBuf::from("t")));
+        let cli = parse(
+            "raftkv node --id 1 --cluster c --data-dir d --client-token-file t --client-idle-ms 5",
+        )
+        .unwrap();
+        let Command::Node(n) = cli.command else {
+            panic!()
+        };
+        assert_eq!(n.client_token_file, Some(PathBuf::from("t")));
+        assert_eq!((n.client_idle_ms, n.client_line_ms), (Some(5), None));
         assert!(parse("raftkv node --id 1 --cluster c --data-dir d --log-level loud").is_err());
     }
 
@@ -646,6 +819,72 @@ mod tests {
             ]),
             1
         );
+    }
+
+    #[test]
+    fn the_cluster_is_found_by_flag_then_variable_then_current_directory() {
+        let target = |cluster: Option<&str>, servers: Option<&str>| TargetArgs {
+            cluster: cluster.map(PathBuf::from),
+            servers: servers.map(|s| s.split(',').map(str::to_string).collect()),
+        };
+        let env = Some(OsString::from("/etc/raftkv.json"));
+        let flag = target(Some("c.json"), None);
+        assert_eq!(
+            Target::find(&flag, env.clone(), true),
+            Ok(Target::Flag("c.json".into()))
+        );
+        assert_eq!(
+            Target::find(&target(None, Some("a:1,b:2")), env.clone(), true),
+            Ok(Target::Servers(vec!["a:1".into(), "b:2".into()]))
+        );
+        let none = target(None, None);
+        assert_eq!(
+            Target::find(&none, env.clone(), true),
+            Ok(Target::Env("/etc/raftkv.json".into()))
+        );
+        assert_eq!(
+            Target::find(&none, Some(OsString::new()), true),
+            Ok(Target::CurrentDir("./cluster.json".into())),
+            "an empty variable counts as unset"
+        );
+        assert_eq!(
+            Target::find(&none, None, true),
+            Ok(Target::CurrentDir("./cluster.json".into()))
+        );
+        let err = Target::find(&none, None, false).unwrap_err();
+        for named in [
+            "--cluster",
+            "--servers",
+            "$RAFTKV_CLUSTER",
+            "./cluster.json",
+        ] {
+            assert!(err.contains(named), "{err}");
+        }
+        assert_eq!(
+            Target::Env("/etc/raftkv.json".into()).describe(),
+            "cluster file /etc/raftkv.json (from $RAFTKV_CLUSTER)"
+        );
+    }
+
+    #[test]
+    fn unauthorized_has_its_own_exit_status_and_a_hint_without_a_token() {
+        assert_eq!(
+            exit_code(&ClientError::Unauthorized("no".into())),
+            EXIT_UNAUTHORIZED
+        );
+        assert!(EXIT_CODES.contains(&format!("  {EXIT_UNAUTHORIZED}  unauthorized")));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nothing");
+        let line = [
+            "raftkv",
+            "get",
+            "k",
+            "--servers",
+            "127.0.0.1:1",
+            "--token-file",
+            missing.to_str().unwrap(),
+        ];
+        assert_eq!(super::run(line), EXIT_USAGE, "an unreadable token file");
     }
 
     #[test]

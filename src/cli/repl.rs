@@ -2,21 +2,50 @@
 //!
 //! Lines are split into words like a shell does (see [`tokenize`]), the first word is
 //! the command (see [`parse_command`]), and each result is printed as one or more
-//! lines. On a terminal each result is followed by `(leader n2, 1.3 ms)`: which node
-//! answered and how long the command took. When input is not a terminal there is no
-//! banner, prompt or timing line, only results and errors, so
-//! `raftkv repl --cluster c.json < script.txt` prints a stable transcript. Errors never
-//! end the loop; `exit`, `quit` or end of input (Ctrl-D) do.
+//! lines. Errors never end the loop; `exit`, `quit` or end of input (Ctrl-D) do.
+//!
+//! On a terminal ([`run_terminal`]) the REPL behaves like redis-cli: a prompt, line
+//! editing, history kept across sessions in `~/.raftkv_history` (or
+//! `$RAFTKV_HISTFILE`; see [`history_path`]) with Ctrl-R to search it, tab completion
+//! of command names, Ctrl-C to abandon the line being typed and Ctrl-D to leave; each
+//! result is followed by `(leader n2, 1.3 ms)`: which node answered and how long the
+//! command took. When input is not a terminal ([`run`]) there is no banner, prompt or
+//! timing line, only results and errors, so `raftkv repl --cluster c.json < script.txt`
+//! prints a stable transcript.
 //!
 //! `get` prints a value in double quotes with the same escapes the tokenizer reads
 //! (`"a\nb"`), so an empty value (`""`) and a missing key (`(nil)`) are told apart.
 
 use std::{
+    ffi::OsString,
     io::{self, BufRead, Write},
+    path::{Path, PathBuf},
     time::Instant,
 };
 
+use rustyline::{
+    completion::{Completer, Pair},
+    error::ReadlineError,
+    highlight::Highlighter,
+    hint::Hinter,
+    history::DefaultHistory,
+    validate::Validator,
+    CompletionType, Config, Context, Editor, Helper,
+};
+
 use crate::client::{fmt_duration, Client};
+
+/// The environment variable that overrides where the history is kept (empty: keep
+/// none), like redis-cli's `REDISCLI_HISTFILE`.
+pub const HISTFILE_ENV: &str = "RAFTKV_HISTFILE";
+/// The history file's name in the user's home directory.
+pub const HISTORY_FILE: &str = ".raftkv_history";
+/// Lines of history kept.
+const HISTORY_LINES: usize = 1000;
+/// The command names tab completion offers (aliases included), sorted.
+const COMMANDS: [&str; 10] = [
+    "append", "del", "delete", "exit", "get", "help", "leader", "put", "quit", "status",
+];
 
 /// The REPL's help text.
 pub const HELP: &str = "\
@@ -218,68 +247,199 @@ fn execute(client: &mut Client, command: ReplCommand) -> (String, Option<String>
     }
 }
 
-/// Runs the loop: reads commands from `input` until end of input or `exit`, writes
-/// results (and errors) to `out`. `interactive` adds a banner, a prompt and a timing
-/// line after each result. Returns only on end of input, `exit`, or an I/O error.
-pub fn run<R: BufRead, W: Write>(
-    client: &mut Client,
-    mut input: R,
-    out: &mut W,
-    interactive: bool,
-) -> io::Result<()> {
-    if interactive {
-        writeln!(
-            out,
-            "raftkv repl: {} node(s); type help for commands",
-            client.addrs().len()
-        )?;
+/// What the loop does after a line.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Runs one input line: parses it, runs the command and writes the result to `out`,
+/// with `timed` followed by the line naming the node that answered and the time taken.
+fn step<W: Write>(client: &mut Client, line: &str, out: &mut W, timed: bool) -> io::Result<Flow> {
+    let words = match tokenize(line) {
+        Ok(words) => words,
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(Flow::Continue);
+        }
+    };
+    let command = match parse_command(&words) {
+        Ok(None) => return Ok(Flow::Continue),
+        Ok(Some(ReplCommand::Exit)) => return Ok(Flow::Exit),
+        Ok(Some(command)) => command,
+        Err(usage) => {
+            writeln!(out, "{usage}")?;
+            return Ok(Flow::Continue);
+        }
+    };
+    let timed = timed && !matches!(command, ReplCommand::Help);
+    let started = Instant::now();
+    let (text, answered_by) = execute(client, command);
+    let elapsed = fmt_duration(started.elapsed());
+    writeln!(out, "{text}")?;
+    if timed {
+        match answered_by {
+            Some(addr) => writeln!(out, "(leader {}, {elapsed})", client.node_label(&addr))?,
+            None => writeln!(out, "({elapsed})")?,
+        }
     }
+    out.flush()?;
+    Ok(Flow::Continue)
+}
+
+/// Runs the loop over input that is not a terminal: reads commands from `input` until
+/// end of input or `exit`, writes results (and errors) to `out`, nothing else. Returns
+/// only on end of input, `exit`, or an I/O error.
+pub fn run<R: BufRead, W: Write>(client: &mut Client, mut input: R, out: &mut W) -> io::Result<()> {
     let mut line = Vec::new();
     loop {
-        if interactive {
-            write!(out, "raftkv> ")?;
-            out.flush()?;
-        }
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
-            if interactive {
-                writeln!(out)?;
-            }
             return Ok(());
         }
         let Ok(text) = std::str::from_utf8(&line) else {
             writeln!(out, "error: the line is not valid UTF-8")?;
             continue;
         };
-        let words = match tokenize(text.trim_end_matches(['\n', '\r'])) {
-            Ok(words) => words,
-            Err(e) => {
-                writeln!(out, "error: {e}")?;
-                continue;
-            }
-        };
-        let command = match parse_command(&words) {
-            Ok(None) => continue,
-            Ok(Some(ReplCommand::Exit)) => return Ok(()),
-            Ok(Some(command)) => command,
-            Err(usage) => {
-                writeln!(out, "{usage}")?;
-                continue;
-            }
-        };
-        let timed = !matches!(command, ReplCommand::Help);
-        let started = Instant::now();
-        let (text, answered_by) = execute(client, command);
-        let elapsed = fmt_duration(started.elapsed());
-        writeln!(out, "{text}")?;
-        if interactive && timed {
-            match answered_by {
-                Some(addr) => writeln!(out, "(leader {}, {elapsed})", client.node_label(&addr))?,
-                None => writeln!(out, "({elapsed})")?,
-            }
+        if step(client, text.trim_end_matches(['\n', '\r']), out, false)? == Flow::Exit {
+            return Ok(());
         }
-        out.flush()?;
     }
+}
+
+/// Where the terminal REPL keeps its history: `$RAFTKV_HISTFILE` when set (empty:
+/// nowhere), else `~/.raftkv_history`; nowhere without a home directory. `histfile`
+/// and `home` are the values of those two variables.
+pub fn history_path(histfile: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    match histfile {
+        Some(path) if path.is_empty() => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None => home
+            .filter(|home| !home.is_empty())
+            .map(|home| Path::new(&home).join(HISTORY_FILE)),
+    }
+}
+
+/// Tab completion: where the word under the cursor starts, and the command names it
+/// may complete to. Only the first word of a line is a command; nothing is offered
+/// after it.
+fn complete(line: &str, pos: usize) -> (usize, Vec<&'static str>) {
+    let before = &line[..pos];
+    let start = before.len() - before.trim_start().len();
+    let word = &before[start..];
+    if word.contains(char::is_whitespace) {
+        return (pos, Vec::new());
+    }
+    let word = word.to_ascii_lowercase();
+    let names = COMMANDS
+        .iter()
+        .copied()
+        .filter(|name| name.starts_with(&word))
+        .collect();
+    (start, names)
+}
+
+/// What rustyline asks of the REPL: completion of command names; no hints, colours or
+/// multi-line input.
+struct ReplHelper;
+
+impl Completer for ReplHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let (start, names) = complete(line, pos);
+        let candidates = names
+            .into_iter()
+            .map(|name| Pair {
+                display: name.to_string(),
+                replacement: format!("{name} "),
+            })
+            .collect();
+        Ok((start, candidates))
+    }
+}
+
+impl Hinter for ReplHelper {
+    type Hint = String;
+}
+impl Highlighter for ReplHelper {}
+impl Validator for ReplHelper {}
+impl Helper for ReplHelper {}
+
+fn io_error(e: ReadlineError) -> io::Error {
+    match e {
+        ReadlineError::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+/// Runs the loop on a terminal: a banner, the `raftkv> ` prompt with line editing, the
+/// history of `history` (loaded at start, new lines appended at the end; a file that
+/// cannot be read or written costs a note on stderr, never the session), and a timing
+/// line after each result. Returns at `exit`, Ctrl-D or an I/O error.
+pub fn run_terminal(client: &mut Client, history: Option<&Path>) -> io::Result<()> {
+    let config = Config::builder()
+        .max_history_size(HISTORY_LINES)
+        .and_then(|c| c.history_ignore_dups(true))
+        .map_err(io_error)?
+        // A line typed with a leading space stays out of the history, as in bash.
+        .history_ignore_space(true)
+        .completion_type(CompletionType::List)
+        .build();
+    let mut editor: Editor<ReplHelper, DefaultHistory> =
+        Editor::with_config(config).map_err(io_error)?;
+    editor.set_helper(Some(ReplHelper));
+    if let Some(path) = history {
+        match editor.load_history(path) {
+            Ok(()) => {}
+            Err(ReadlineError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!(
+                "raftkv repl: cannot read the history file {}: {e}",
+                path.display()
+            ),
+        }
+    }
+    let mut out = io::stdout();
+    writeln!(
+        out,
+        "raftkv repl: {} node(s); type help for commands",
+        client.addrs().len()
+    )?;
+    let result = loop {
+        match editor.readline("raftkv> ") {
+            Ok(line) => {
+                // Without the space completion leaves after a command name.
+                let entry = line.trim_end();
+                if !entry.is_empty() {
+                    let _ = editor.add_history_entry(entry);
+                }
+                match step(client, &line, &mut out, true) {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Exit) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            // Ctrl-C abandons the line being typed, as in a shell; Ctrl-D leaves.
+            Err(ReadlineError::Interrupted) => {}
+            Err(ReadlineError::Eof) => break Ok(()),
+            Err(e) => break Err(io_error(e)),
+        }
+    };
+    if let Some(path) = history {
+        if let Err(e) = editor.append_history(path) {
+            eprintln!(
+                "raftkv repl: the history was not saved to {}: {e}",
+                path.display()
+            );
+        }
+    }
+    result
 }
 
 #[cfg(test)]
@@ -400,9 +560,9 @@ mod tests {
             .starts_with("unknown command \"frobnicate\""));
     }
 
-    fn transcript(client: &mut Client, script: &str, interactive: bool) -> String {
+    fn transcript(client: &mut Client, script: &str) -> String {
         let mut out = Vec::new();
-        run(client, script.as_bytes(), &mut out, interactive).unwrap();
+        run(client, script.as_bytes(), &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -431,19 +591,73 @@ mod tests {
                         unknown command \"bogus\"; type help for the list\n\
                         usage: put KEY VALUE\n\
                         OK\n\"a\\nb\"\nOK\n(nil)\n";
-        assert_eq!(transcript(&mut client, script, false), expected);
+        assert_eq!(transcript(&mut client, script), expected);
     }
 
     #[test]
-    fn interactive_mode_adds_prompt_and_timing() {
+    fn on_a_terminal_each_result_is_followed_by_its_node_and_time() {
         let node = fake::start_kv(2);
         let mut client = Client::new(vec![node.addr.clone()], ClientOptions::default());
-        let out = transcript(&mut client, "put a b\nleader\nstatus\n", true);
-        assert!(out.starts_with("raftkv repl: 1 node(s)"), "{out}");
-        assert!(out.contains("raftkv> OK\n(leader "), "{out}");
+        let mut out = Vec::new();
+        for line in ["put a b", "leader", "status", "help", "bogus", "exit"] {
+            step(&mut client, line, &mut out, true).unwrap();
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("OK\n(leader "), "{out}");
         assert!(out.contains(&format!("leader: {}", node.addr)), "{out}");
         assert!(out.contains(" ms)\n"), "{out}");
         assert!(out.contains("ROLE"), "{out}");
+        assert!(
+            out.ends_with("type help for the list\n"),
+            "no timing after help or an error: {out}"
+        );
+        assert_eq!(
+            step(&mut client, "exit", &mut Vec::new(), true).unwrap(),
+            Flow::Exit
+        );
+    }
+
+    #[test]
+    fn tab_completes_command_names_in_the_first_word_only() {
+        assert_eq!(complete("", 0), (0, COMMANDS.to_vec()));
+        assert_eq!(complete("p", 1), (0, vec!["put"]));
+        assert_eq!(complete("  de", 4), (2, vec!["del", "delete"]));
+        assert_eq!(
+            complete("GE", 2),
+            (0, vec!["get"]),
+            "names are case-insensitive"
+        );
+        assert_eq!(complete("st", 2), (0, vec!["status"]));
+        assert_eq!(complete("x", 1), (0, vec![]));
+        assert_eq!(complete("get k", 5), (5, vec![]), "keys are not completed");
+        assert_eq!(complete("get ", 4), (4, vec![]));
+        // The cursor in the middle of the first word completes what is before it.
+        assert_eq!(complete("ap key", 2), (0, vec!["append"]));
+        let mut sorted = COMMANDS;
+        sorted.sort_unstable();
+        assert_eq!(sorted, COMMANDS);
+        for name in COMMANDS {
+            assert!(
+                parse(name).is_ok() || parse(name).unwrap_err().starts_with("usage"),
+                "{name} is a command"
+            );
+        }
+    }
+
+    #[test]
+    fn the_history_lives_in_the_home_directory_unless_the_variable_says_otherwise() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(
+            history_path(None, os("/home/ann")),
+            Some(PathBuf::from("/home/ann/.raftkv_history"))
+        );
+        assert_eq!(
+            history_path(os("/tmp/h"), os("/home/ann")),
+            Some(PathBuf::from("/tmp/h"))
+        );
+        assert_eq!(history_path(os(""), os("/home/ann")), None, "empty: none");
+        assert_eq!(history_path(None, None), None, "no home: none");
+        assert_eq!(history_path(None, os("")), None);
     }
 
     #[test]
@@ -455,7 +669,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let out = transcript(&mut client, "put a b\nget a\n", false);
+        let out = transcript(&mut client, "put a b\nget a\n");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2, "{out}");
         assert!(lines[0].starts_with("error: not applied: "), "{out}");

@@ -9,7 +9,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::codec::{self, Line};
+use crate::{
+    codec::{self, Line},
+    protocol::Token,
+};
 
 /// Why one request/response exchange failed. The distinction is what the retry rules
 /// of the client rest on (see the module docs of [`crate::client`]).
@@ -20,6 +23,9 @@ pub(super) enum CallError {
     /// The request was sent (or may have been, in part or whole), then the connection
     /// failed, closed or went silent before a complete, well-formed response arrived.
     Lost(String),
+    /// The server answered our `auth` with `unauthorized` (and closed the connection):
+    /// the request was not sent.
+    Unauthorized,
 }
 
 /// An open connection with buffered reading and writing.
@@ -57,6 +63,33 @@ impl Conn {
             read_timeout: None,
             buf: Vec::new(),
         })
+    }
+
+    /// Sends `auth` with `token` and reads the answer, before the connection carries
+    /// anything else. A failure here means the request it was opened for was not sent.
+    pub(super) fn authenticate(
+        &mut self,
+        token: &Token,
+        read_timeout: Duration,
+        max_line: usize,
+    ) -> Result<(), CallError> {
+        let request = serde_json::json!({"op": "auth", "token": token.as_str()});
+        let (response, line) = match self.call(&request, read_timeout, max_line) {
+            Ok(answer) => answer,
+            Err(CallError::Lost(e) | CallError::NotSent(e)) => {
+                return Err(CallError::NotSent(format!("authenticating failed: {e}")))
+            }
+            Err(CallError::Unauthorized) => return Err(CallError::Unauthorized),
+        };
+        if response.get("ok") == Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        match response.get("error").and_then(Value::as_str) {
+            Some("unauthorized") => Err(CallError::Unauthorized),
+            _ => Err(CallError::NotSent(format!(
+                "the answer to auth was not ok: {line}"
+            ))),
+        }
     }
 
     /// Whether this idle connection still looks usable: the server has not closed it

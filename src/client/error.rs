@@ -10,6 +10,7 @@ use std::fmt;
 /// | [`NotApplied`](ClientError::NotApplied) | no, certainly not | yes |
 /// | [`Unknown`](ClientError::Unknown) | maybe (writes only) | only idempotent writes (`put`, `delete`) |
 /// | [`BadRequest`](ClientError::BadRequest) | no, certainly not | no: it will fail the same way |
+/// | [`Unauthorized`](ClientError::Unauthorized) | no, certainly not | no: give the right token first |
 /// | [`NoServers`](ClientError::NoServers) | no | no: configure addresses first |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientError {
@@ -39,6 +40,10 @@ pub enum ClientError {
     /// The server answered `bad_request`: the request itself is invalid (for example a
     /// key or value over the size limit). Nothing was applied; retrying cannot help.
     BadRequest(String),
+    /// A node answered `unauthorized`: it requires a client token and this client has
+    /// none ([`ClientOptions::token`](super::ClientOptions::token)), or refused the one
+    /// it has. Nothing was applied; retrying with the same token cannot help.
+    Unauthorized(String),
     /// The client has no server address to send the request to.
     NoServers,
 }
@@ -53,7 +58,7 @@ impl ClientError {
     pub fn reason(&self) -> &str {
         match self {
             ClientError::NotApplied { reason } | ClientError::Unknown { reason } => reason,
-            ClientError::BadRequest(message) => message,
+            ClientError::BadRequest(message) | ClientError::Unauthorized(message) => message,
             ClientError::NoServers => "no server addresses given",
         }
     }
@@ -70,6 +75,7 @@ impl fmt::Display for ClientError {
                 )
             }
             ClientError::BadRequest(message) => write!(f, "bad request: {message}"),
+            ClientError::Unauthorized(message) => write!(f, "unauthorized: {message}"),
             ClientError::NoServers => write!(f, "no server addresses given"),
         }
     }

@@ -65,8 +65,20 @@
 //!   never will be". Reads always fail this way, since they change nothing.
 //!
 //! Before reusing an idle connection the client checks, without blocking, that the
-//! server has not closed it meanwhile; so a node that restarted between two operations
-//! costs a reconnect, not an uncertain outcome.
+//! server has not closed it meanwhile; so a node that restarted between two operations,
+//! or closed the connection after minutes of idleness, costs a reconnect, not an
+//! uncertain outcome.
+//!
+//! # Authentication
+//!
+//! With [`ClientOptions::token`] set, every connection the client opens (the first,
+//! reconnects, one to a node a `not_leader` hint named) starts with
+//! `{"op":"auth","token":...}` before the request it was opened for; a node without a
+//! token answers that `ok` too. An `unauthorized` answer, to `auth` or (without a
+//! token) to a request, ends the operation at once with
+//! [`ClientError::Unauthorized`]: retrying cannot fix a missing or wrong token. (If an
+//! earlier attempt of a write may have been applied, the outcome stays
+//! [`ClientError::Unknown`].)
 //!
 //! # Threads
 //!
@@ -96,7 +108,7 @@ use serde_json::{json, Value};
 use crate::{
     config::ClusterConfig,
     kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES},
-    protocol::{ErrorCode, Status},
+    protocol::{ErrorCode, Status, Token},
 };
 use connection::{CallError, Conn};
 
@@ -121,6 +133,10 @@ pub struct ClientOptions {
     pub client_id: Option<String>,
     /// Longest response line accepted, in bytes (16 MiB).
     pub max_line_bytes: usize,
+    /// The client token of the cluster (nodes started with `--client-token-file`),
+    /// sent in an `auth` request on every new connection; `None` (the default): no
+    /// `auth`, for nodes that need none.
+    pub token: Option<Token>,
 }
 
 impl Default for ClientOptions {
@@ -133,6 +149,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_millis(500),
             client_id: None,
             max_line_bytes: 16 * 1024 * 1024,
+            token: None,
         }
     }
 }
@@ -211,6 +228,8 @@ enum Answer {
     /// `ok: true`, `bad_request` or `session_expired`: final for this request (the
     /// caller decides what a `session_expired` means for the operation).
     Final,
+    /// `unauthorized`: final for the whole operation.
+    Unauthorized,
     NotLeader(Option<String>),
     Unavailable(String),
     Timeout(String),
@@ -238,6 +257,7 @@ fn classify(response: &Value) -> Answer {
                 .map(str::to_string),
         ),
         Ok(ErrorCode::Unavailable) => Answer::Unavailable(message),
+        Ok(ErrorCode::Unauthorized) => Answer::Unauthorized,
         Ok(ErrorCode::Timeout) => Answer::Timeout(message),
         Err(_) => Answer::Other(format!("unexpected response {response}")),
     }
@@ -447,18 +467,23 @@ impl Client {
     }
 
     /// Asks the node at `addr` for its status: one attempt, no retries, and no leader
-    /// needed. The raw response (`ok` or not) is returned as it came.
+    /// needed. The raw response (`ok` or not) is returned as it came, except that an
+    /// `unauthorized` answer is [`ClientError::Unauthorized`].
     pub fn status_raw(&mut self, addr: &str) -> Result<Value, ClientError> {
         let index = self.node_index(addr);
         let deadline = Instant::now() + self.options.request_timeout;
         self.last_node = None;
         self.last_line = None;
         match self.attempt(index, &json!({"op": "status"}), deadline) {
+            Ok((response, _)) if matches!(classify(&response), Answer::Unauthorized) => {
+                Err(self.unauthorized(addr, false))
+            }
             Ok((response, line)) => {
                 self.last_node = Some(index);
                 self.last_line = Some(line);
                 Ok(response)
             }
+            Err(CallError::Unauthorized) => Err(self.unauthorized(addr, false)),
             Err(CallError::NotSent(e) | CallError::Lost(e)) => Err(ClientError::NotApplied {
                 reason: format!("{addr}: {e}"),
             }),
@@ -523,6 +548,8 @@ impl Client {
                             }
                         }
                     }
+                    // Asking again will not help.
+                    Err(e @ ClientError::Unauthorized(_)) => return Err(e),
                     Err(e) => errors.push(e.reason().to_string()),
                 }
             }
@@ -765,7 +792,9 @@ impl Client {
                         target = self.next_node(target);
                         true
                     }
+                    Answer::Unauthorized => return Err(self.unauthorized(&addr, maybe_applied)),
                 },
+                Err(CallError::Unauthorized) => return Err(self.unauthorized(&addr, maybe_applied)),
                 Err(CallError::NotSent(e)) => {
                     last_error = format!("{addr}: {e}");
                     self.leader = None;
@@ -805,8 +834,25 @@ impl Client {
         })
     }
 
-    /// One exchange with one node, (re)connecting if needed. Any failure closes the
-    /// connection.
+    /// The error for an `unauthorized` answer from `addr`: final, but if an earlier
+    /// attempt of a write may have been applied its outcome stays unknown. (The node's
+    /// own message adds nothing: it says a token is needed, or was wrong.)
+    fn unauthorized(&self, addr: &str, maybe_applied: bool) -> ClientError {
+        let reason = match self.options.token {
+            Some(_) => format!("{addr}: the node refused the token"),
+            None => format!("{addr}: the node requires a client token and none was given"),
+        };
+        if maybe_applied {
+            ClientError::Unknown {
+                reason: format!("an earlier attempt may have been applied; then {reason}"),
+            }
+        } else {
+            ClientError::Unauthorized(reason)
+        }
+    }
+
+    /// One exchange with one node, (re)connecting (and authenticating) if needed. Any
+    /// failure closes the connection.
     fn attempt(
         &mut self,
         index: usize,
@@ -822,10 +868,16 @@ impl Client {
             Some(conn) => conn,
             None => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                node.conn.insert(Conn::connect(
-                    &node.addr,
-                    options.connect_timeout.min(remaining),
-                )?)
+                let mut conn = Conn::connect(&node.addr, options.connect_timeout.min(remaining))?;
+                if let Some(token) = &options.token {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    conn.authenticate(
+                        token,
+                        options.request_timeout.min(remaining),
+                        options.max_line_bytes,
+                    )?;
+                }
+                node.conn.insert(conn)
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());

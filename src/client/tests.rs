@@ -1,7 +1,10 @@
 //! Leader discovery and retry semantics, against fake nodes.
 
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -491,4 +494,91 @@ fn a_named_client_refused_as_expired_gets_a_final_error() {
     let err = client.put("k", "v").unwrap_err();
     assert!(matches!(err, ClientError::BadRequest(_)), "{err}");
     assert_eq!(node.seen().len(), 1);
+}
+
+/// Options of a client with the token `s3cret`.
+fn with_token(deadline_ms: u64) -> ClientOptions {
+    ClientOptions {
+        token: Token::new("s3cret"),
+        ..quick(deadline_ms)
+    }
+}
+
+#[test]
+fn a_token_is_sent_first_on_every_connection_the_client_opens() {
+    let me = Arc::new(parking_lot::Mutex::new(String::new()));
+    let mut kv = fake::kv(1, Arc::clone(&me), Arc::new(AtomicU64::new(0)));
+    let mut dropped = false;
+    // The first put loses its connection: the retry goes out on a new one.
+    let node = Fake::start(move |r| {
+        if r["op"] == "put" && !dropped {
+            dropped = true;
+            return Action::Close;
+        }
+        kv(r)
+    });
+    *me.lock() = node.addr.clone();
+    let mut client = Client::new(vec![node.addr.clone()], with_token(2000));
+    client.put("k", "v").unwrap();
+    assert_eq!(client.get("k").unwrap().as_deref(), Some("v"));
+    let seen = node.seen();
+    let ops: Vec<&str> = seen.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["auth", "put", "auth", "put", "get"]);
+    assert!(seen
+        .iter()
+        .filter(|r| r["op"] == "auth")
+        .all(|r| r["token"] == "s3cret"));
+    // And against a node that needs no token, `auth` is simply answered ok.
+    let open = fake::start_kv(2);
+    let mut client = Client::new(vec![open.addr.clone()], with_token(2000));
+    client.put("k", "v").unwrap();
+}
+
+#[test]
+fn unauthorized_is_final_and_says_whether_a_token_was_given() {
+    let node = Fake::start(|_| {
+        Action::Reply(protocol_error(
+            ErrorCode::Unauthorized,
+            "authentication required",
+        ))
+    });
+    let started = Instant::now();
+    let mut client = Client::new(vec![node.addr.clone()], quick(5000));
+    let err = client.put("k", "v").unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unauthorized(m) if m.contains("none was given")),
+        "{err}"
+    );
+    assert!(!err.may_have_been_applied());
+    assert!(matches!(client.get("k"), Err(ClientError::Unauthorized(_))));
+    assert!(matches!(
+        client.status(&node.addr),
+        Err(ClientError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        client.find_leader(),
+        Err(ClientError::Unauthorized(_))
+    ));
+    let mut client = Client::new(vec![node.addr.clone()], with_token(5000));
+    let err = client.get("k").unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unauthorized(m) if m.contains("refused the token")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not retried until the deadline"
+    );
+}
+
+#[test]
+fn unauthorized_after_an_attempt_that_may_have_applied_leaves_the_outcome_unknown() {
+    // The first put gets no answer (it may have been applied); the retry is refused.
+    let node = Fake::start(scripted(|n| match n {
+        0 => Action::Ignore,
+        _ => Action::Reply(protocol_error(ErrorCode::Unauthorized, "no")),
+    }));
+    let mut client = Client::new(vec![node.addr.clone()], quick(2000));
+    let err = client.put("k", "v").unwrap_err();
+    assert!(err.may_have_been_applied(), "{err}");
 }

@@ -12,6 +12,28 @@
 //! then in the node ([`CLIENT_BYTES`], `Shared::client_budget`); meanwhile it reads no
 //! more, so a client that sends faster than the node commits is slowed by TCP. The
 //! bytes come back as answers replace requests and are written (`reply_queue`).
+//!
+//! **Slow and silent clients.** Each connection has its own reader and writer, so a
+//! client that sends slowly, or not at all, holds up only its own reader: other
+//! connections, the state thread and this connection's writer (which sends the answers
+//! already queued) never wait for it. What it must not do is hold a connection, and
+//! its two threads, forever. The reader's reads give up ([`TimedReader`]):
+//! - when nothing at all has arrived for [`ClientTimeouts::idle`] (5 min): a dead or
+//!   idle client's connection is closed quietly (clients reconnect when they need to);
+//! - when a request line is still incomplete [`ClientTimeouts::line`] (30 s) after its
+//!   first byte (a slow-loris client, one byte a second): `bad_request`, then closed;
+//! - with a client token, when the connection has not authenticated within
+//!   [`ClientTimeouts::auth`] (10 s) of opening: `unauthorized`, then closed.
+//!
+//! The idle and line times count only time the reader spent waiting for the client's
+//! bytes, not time it spent waiting for room to queue a request (backpressure is the
+//! node's doing, not the client's).
+//!
+//! **Authentication.** With a client token (`--client-token-file`), a connection's
+//! first accepted request must be `{"op":"auth","token":...}`; until then every line
+//! is answered `unauthorized` without being looked at further, and a wrong token is
+//! answered `unauthorized` and the connection closed. The reader checks it in line
+//! order, so a client may pipeline its first requests behind `auth`.
 
 use std::{
     io::{self, BufReader, BufWriter, Read, Write},
@@ -21,19 +43,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    logging::{debug, warning, Throttle},
+    logging::{debug, info, warning, Throttle},
     reply_queue::{ConnQueue, Slot},
     shared::{Input, Shared},
 };
 use crate::{
+    client::fmt_duration,
     codec::{read_line, write_json_line, Line},
     kv::Command,
     protocol::{
         error_response, ok_response, parse_request, registered_response, ErrorCode, Op, Status,
+        Token,
     },
     replica::{ClientOp, Outcome},
 };
@@ -89,8 +114,61 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket buffer sizes per connection (thousands of connections may be open).
 const BUFFER: usize = 16 << 10;
 
+/// How long the client port waits for a client (module documentation,
+/// docs/protocol.md §3.1). Tests shorten them with hidden `raftkv node` flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A connection on which nothing arrives for this long is closed.
+    pub idle: Duration,
+    /// A request line must be complete this long after its first byte arrived.
+    pub line: Duration,
+    /// With a client token: a connection must authenticate this long after opening.
+    pub auth: Duration,
+}
+
+impl Default for ClientTimeouts {
+    /// 5 minutes idle (long enough for any pause in a real conversation, short
+    /// enough that dead clients' threads go), 30 s per line, 10 s to authenticate.
+    fn default() -> ClientTimeouts {
+        ClientTimeouts {
+            idle: Duration::from_secs(300),
+            line: Duration::from_secs(30),
+            auth: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection of the client port shares: its rules, and the throttles of
+/// the warnings about clients it closed (a flood of them must not flood the log).
+pub(crate) struct ClientPort {
+    /// With a token, connections must authenticate first.
+    token: Option<Token>,
+    timeouts: ClientTimeouts,
+    slow_warnings: Mutex<Throttle>,
+    auth_warnings: Mutex<Throttle>,
+}
+
+impl ClientPort {
+    pub(crate) fn new(token: Option<Token>, timeouts: ClientTimeouts) -> ClientPort {
+        ClientPort {
+            token,
+            timeouts,
+            slow_warnings: Mutex::new(Throttle::new(Duration::from_secs(10))),
+            auth_warnings: Mutex::new(Throttle::new(Duration::from_secs(10))),
+        }
+    }
+}
+
 /// Accepts client connections forever.
-pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>, port: Arc<ClientPort>) {
+    match &port.token {
+        Some(_) => info!(
+            "clients must authenticate with the token of --client-token-file within {} \
+             of connecting",
+            fmt_duration(port.timeouts.auth)
+        ),
+        None => info!("client port open to anyone who can reach it (no --client-token-file)"),
+    }
     let mut throttle = Throttle::new(Duration::from_secs(1));
     let mut refusals = Throttle::new(Duration::from_secs(1));
     let cap = connection_cap();
@@ -125,7 +203,7 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>) {
             }
             continue; // `slot` and `stream` drop: counter restored, socket closed
         }
-        if let Err(e) = start(stream, Arc::new(slot)) {
+        if let Err(e) = start(stream, Arc::new(slot), Arc::clone(&port)) {
             if let Some(more) = refusals.allow() {
                 warning!("cannot serve a client connection: {e} ({more} more not shown)");
             }
@@ -142,7 +220,7 @@ impl Drop for ConnSlot {
     }
 }
 
-fn start(stream: TcpStream, slot: Arc<ConnSlot>) -> io::Result<()> {
+fn start(stream: TcpStream, slot: Arc<ConnSlot>, port: Arc<ClientPort>) -> io::Result<()> {
     stream.set_nodelay(true)?;
     // A client that stops reading its answers is dropped rather than holding two
     // threads forever.
@@ -170,7 +248,7 @@ fn start(stream: TcpStream, slot: Arc<ConnSlot>) -> io::Result<()> {
         .spawn({
             let queue = Arc::clone(&queue);
             move || {
-                read_loop(&stream, &queue, &slot.0);
+                read_loop(&stream, &queue, &slot.0, &port);
                 queue.finish_reading();
             }
         });
@@ -181,69 +259,336 @@ fn start(stream: TcpStream, slot: Arc<ConnSlot>) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads request lines until EOF, an error or an oversized line.
-fn read_loop(stream: &TcpStream, queue: &Arc<ConnQueue>, shared: &Shared) {
+/// Reads request lines until EOF, an error, an oversized line, a wrong token or one
+/// of the deadlines of [`ClientTimeouts`].
+fn read_loop(stream: &TcpStream, queue: &Arc<ConnQueue>, shared: &Shared, port: &ClientPort) {
     let max = shared.max_line_bytes;
-    let mut reader = BufReader::with_capacity(BUFFER, stream);
+    let mut reader = BufReader::with_capacity(BUFFER, TimedReader::new(stream, port));
     let mut buf = Vec::with_capacity(1024);
-    loop {
+    let mut authenticated = port.token.is_none();
+    let refusal = loop {
         match read_line(&mut reader, &mut buf, max) {
             Ok(Line::Complete) => {
-                if !handle_line(&buf, queue, shared) {
-                    return; // the writer is gone: the connection is dead
-                }
-                if buf.capacity() > 64 << 10 {
-                    buf = Vec::with_capacity(1024);
+                match handle_line(&buf, queue, shared, port, &mut authenticated) {
+                    Next::Read => {
+                        if authenticated {
+                            reader.get_mut().authenticated();
+                        }
+                        if buf.capacity() > 64 << 10 {
+                            buf = Vec::with_capacity(1024);
+                        }
+                    }
+                    Next::Gone => return, // the writer is gone: the connection is dead
+                    Next::Close(refusal) => {
+                        if let Some(more) = port.auth_warnings.lock().allow() {
+                            warning!(
+                                "client {} gave a wrong token; closing its connection \
+                                 ({more} more refused clients not shown)",
+                                peer(stream)
+                            );
+                        }
+                        break refusal;
+                    }
                 }
             }
             // A half line then EOF: nothing to answer (the client is gone).
-            Ok(Line::Eof) | Ok(Line::Truncated) | Err(_) => return,
+            Ok(Line::Eof) | Ok(Line::Truncated) => return,
             Ok(Line::TooLong) => {
-                let refusal = error_response(
+                break error_response(
                     None,
                     ErrorCode::BadRequest,
                     &format!("request line longer than {max} bytes; closing the connection"),
                     None,
                     None,
-                );
-                queue.push_ready(Slot::Ready(refusal));
-                queue.push_ready(Slot::Close);
-                queue.finish_reading();
-                linger(reader.into_inner());
-                return;
+                )
             }
+            Err(_) => match reader
+                .get_ref()
+                .expired
+                .and_then(|e| expired(e, stream, port))
+            {
+                Some(refusal) => break refusal,
+                // The connection failed (the client is gone), or went idle.
+                None => return,
+            },
         }
-    }
+    };
+    // A last answer, then the writer sends everything before it and closes.
+    queue.push_ready(Slot::Ready(refusal));
+    queue.push_ready(Slot::Close);
+    queue.finish_reading();
+    linger(stream);
 }
 
-/// Answers one request line; false if the connection's writer has gone.
-fn handle_line(line: &[u8], queue: &Arc<ConnQueue>, shared: &Shared) -> bool {
-    let request = match parse_request(line) {
+/// Logs a connection that ran out of time, and returns its last answer (none for an
+/// idle one: it is closed quietly).
+fn expired(which: Expired, stream: &TcpStream, port: &ClientPort) -> Option<Value> {
+    let (code, message) = match which {
+        Expired::Idle => {
+            debug!(
+                "closing the idle client connection from {}: nothing received for {}",
+                peer(stream),
+                fmt_duration(port.timeouts.idle)
+            );
+            return None;
+        }
+        Expired::Line => {
+            let within = fmt_duration(port.timeouts.line);
+            debug!(
+                "closing the client connection from {}: a request line was not complete \
+                 within {within} of its first byte",
+                peer(stream)
+            );
+            if let Some(more) = port.slow_warnings.lock().allow() {
+                warning!(
+                    "closed a client connection from {} that sent a request line too slowly \
+                     ({more} more such connections not shown)",
+                    peer(stream)
+                );
+            }
+            let message = format!(
+                "request line not complete within {within} of its first byte; closing the \
+                 connection"
+            );
+            (ErrorCode::BadRequest, message)
+        }
+        Expired::Auth => {
+            let within = fmt_duration(port.timeouts.auth);
+            debug!(
+                "closing the client connection from {}: not authenticated within {within}",
+                peer(stream)
+            );
+            if let Some(more) = port.auth_warnings.lock().allow() {
+                warning!(
+                    "closed a client connection from {} that did not authenticate in time \
+                     ({more} more refused clients not shown)",
+                    peer(stream)
+                );
+            }
+            let message =
+                format!("not authenticated within {within} of connecting; closing the connection");
+            (ErrorCode::Unauthorized, message)
+        }
+    };
+    Some(error_response(None, code, &message, None, None))
+}
+
+/// The client's address, for log lines.
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+/// What the reader does after a line.
+enum Next {
+    /// Read the next line.
+    Read,
+    /// Send this answer after those queued, then close (a wrong token).
+    Close(Value),
+    /// The connection's writer has gone: stop.
+    Gone,
+}
+
+/// Answers one request line.
+fn handle_line(
+    line: &[u8],
+    queue: &Arc<ConnQueue>,
+    shared: &Shared,
+    port: &ClientPort,
+    authenticated: &mut bool,
+) -> Next {
+    let pushed = |ok: bool| if ok { Next::Read } else { Next::Gone };
+    let parsed = parse_request(line);
+    if let Ok(request) = &parsed {
+        if let Op::Auth { token } = &request.op {
+            if !port.token.as_ref().is_none_or(|t| t.matches(token)) {
+                return Next::Close(error_response(
+                    request.id.clone(),
+                    ErrorCode::Unauthorized,
+                    "wrong token; closing the connection",
+                    None,
+                    None,
+                ));
+            }
+            *authenticated = true;
+            return pushed(
+                queue.push_ready(Slot::Ready(ok_response(request.id.clone(), Map::new()))),
+            );
+        }
+    }
+    if !*authenticated {
+        // Nothing but the id of a line is looked at before authentication.
+        let id = match parsed {
+            Ok(request) => request.id,
+            Err(bad) => bad.id,
+        };
+        let refusal = error_response(
+            id,
+            ErrorCode::Unauthorized,
+            "authentication required: send {\"op\":\"auth\",\"token\":\"...\"} first",
+            None,
+            None,
+        );
+        return pushed(queue.push_ready(Slot::Ready(refusal)));
+    }
+    let request = match parsed {
         Ok(r) => r,
         Err(bad) => {
             let v = error_response(bad.id, ErrorCode::BadRequest, &bad.message, None, None);
-            return queue.push_ready(Slot::Ready(v));
+            return pushed(queue.push_ready(Slot::Ready(v)));
         }
     };
     let op = match request.op {
-        Op::Status => return queue.push_ready(Slot::Ready(status(request.id, shared))),
+        Op::Status => return pushed(queue.push_ready(Slot::Ready(status(request.id, shared)))),
         Op::Get { key, stale } => ClientOp::Get { key, stale },
         Op::Write { key, op, session } => ClientOp::Write(Command::write(key, op, session)),
         Op::Register => ClientOp::Register,
+        Op::Auth { .. } => unreachable!("answered above"),
     };
     // The request line's length stands for what the request holds until answered
     // (its parsed form is no larger). This may wait: backpressure.
     let Some(reply) = queue.push_pending(request.id, line.len()) else {
-        return false;
+        return Next::Gone;
     };
     if shared.is_shutting_down() {
         reply.send(Outcome::shutting_down());
-        return true;
+        return Next::Read;
     }
     // If the state thread has stopped, the request is dropped here and its reply
     // channel answers `unavailable` as it goes.
     let _ = shared.inbox.send(Input::Request(op, reply));
-    true
+    Next::Read
+}
+
+/// Which deadline of [`ClientTimeouts`] ended a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    Idle,
+    Line,
+    Auth,
+}
+
+/// The connection's socket as its reader sees it: each read waits at most until the
+/// nearest deadline of [`ClientTimeouts`] and then fails with `TimedOut`, saying which
+/// in [`TimedReader::expired`].
+///
+/// It follows the line framing itself (it sees every byte before the line reader
+/// does): a line is open from its first byte until its `\n`. The idle and line
+/// deadlines count the time spent blocked in `read`, so time the reader spent
+/// elsewhere (waiting for room to queue a request) is never held against the client.
+/// The socket's read timeout is only changed when it is longer than the time left (a
+/// shorter one just wakes the reader to look again), so a busy connection makes no
+/// extra system call per read.
+struct TimedReader<'a> {
+    stream: &'a TcpStream,
+    timeouts: ClientTimeouts,
+    /// Time spent blocked in reads since the last byte arrived.
+    idle: Duration,
+    /// Time spent blocked in reads since the first byte of the open line; `None`
+    /// between lines.
+    line: Option<Duration>,
+    /// When a connection that has not authenticated is closed; `None` once it has (or
+    /// when the node needs no token).
+    auth_deadline: Option<Instant>,
+    /// The read timeout last set on the socket.
+    timeout_set: Option<Duration>,
+    /// The deadline that ended the last read, if one did.
+    expired: Option<Expired>,
+}
+
+impl<'a> TimedReader<'a> {
+    fn new(stream: &'a TcpStream, port: &ClientPort) -> TimedReader<'a> {
+        TimedReader {
+            stream,
+            timeouts: port.timeouts,
+            idle: Duration::ZERO,
+            line: None,
+            auth_deadline: port
+                .token
+                .as_ref()
+                .map(|_| Instant::now() + port.timeouts.auth),
+            timeout_set: None,
+            expired: None,
+        }
+    }
+
+    /// The connection authenticated: no more deadline for that.
+    fn authenticated(&mut self) {
+        self.auth_deadline = None;
+    }
+
+    /// The nearest deadline: how long the next read may wait, and which it is.
+    fn time_left(&self) -> (Duration, Expired) {
+        let mut left = (self.timeouts.idle.saturating_sub(self.idle), Expired::Idle);
+        if let Some(waited) = self.line {
+            let line = self.timeouts.line.saturating_sub(waited);
+            if line < left.0 {
+                left = (line, Expired::Line);
+            }
+        }
+        if let Some(deadline) = self.auth_deadline {
+            let auth = deadline.saturating_duration_since(Instant::now());
+            if auth < left.0 {
+                left = (auth, Expired::Auth);
+            }
+        }
+        left
+    }
+
+    /// Accounts for one read that waited `waited` and returned `bytes`.
+    fn received(&mut self, bytes: &[u8], waited: Duration) {
+        self.idle = if bytes.is_empty() {
+            self.idle + waited
+        } else {
+            Duration::ZERO
+        };
+        match bytes.iter().rposition(|&b| b == b'\n') {
+            // The open line (if any) ended; bytes after its `\n` open the next one.
+            Some(end) => self.line = (end + 1 < bytes.len()).then_some(Duration::ZERO),
+            None if bytes.is_empty() => {
+                if let Some(line) = &mut self.line {
+                    *line += waited;
+                }
+            }
+            None => self.line = Some(self.line.map_or(Duration::ZERO, |line| line + waited)),
+        }
+    }
+}
+
+impl Read for TimedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let (left, which) = self.time_left();
+            if left.is_zero() {
+                self.expired = Some(which);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow"));
+            }
+            if self.timeout_set.is_none_or(|set| set > left) {
+                self.stream.set_read_timeout(Some(left))?;
+                self.timeout_set = Some(left);
+            }
+            let started = Instant::now();
+            let mut stream = self.stream;
+            match stream.read(buf) {
+                Ok(n) => {
+                    self.received(&buf[..n], started.elapsed());
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.received(&[], started.elapsed());
+                    // Woken by a timeout shorter than the time left: set the full one.
+                    self.timeout_set = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Reads and discards input for a while, so that closing the socket does not reset
@@ -392,4 +737,117 @@ fn status(id: Option<Value>, shared: &Shared) -> Value {
         _ => Map::new(), // cannot happen: Status is a plain struct
     };
     ok_response(id, fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Both ends of a loopback connection: (the client's, the node's).
+    fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    }
+
+    fn port(token: Option<&str>, idle: u32, line: u32, auth: u32) -> ClientPort {
+        ClientPort::new(
+            token.and_then(Token::new),
+            ClientTimeouts {
+                idle: idle * MS,
+                line: line * MS,
+                auth: auth * MS,
+            },
+        )
+    }
+
+    #[test]
+    fn a_line_is_open_from_its_first_byte_to_its_newline() {
+        let (_client, node) = socket_pair();
+        let port = port(None, 1000, 100, 1000);
+        let mut r = TimedReader::new(&node, &port);
+        r.received(b"", 40 * MS); // silence between lines counts as idle only
+        assert_eq!((r.idle, r.line), (40 * MS, None));
+        r.received(b"{\"op\"", 5 * MS);
+        assert_eq!((r.idle, r.line), (Duration::ZERO, Some(Duration::ZERO)));
+        r.received(b":", 30 * MS);
+        r.received(b"", 30 * MS);
+        assert_eq!((r.idle, r.line), (30 * MS, Some(60 * MS)));
+        assert_eq!(r.time_left(), (40 * MS, Expired::Line));
+        // The line ends and the next begins in the same chunk: a fresh start.
+        r.received(b"\"status\"}\n{\"op", 10 * MS);
+        assert_eq!(r.line, Some(Duration::ZERO));
+        r.received(b"\":\"status\"}\n", 10 * MS);
+        assert_eq!((r.idle, r.line), (Duration::ZERO, None));
+        assert_eq!(r.time_left(), (1000 * MS, Expired::Idle));
+    }
+
+    #[test]
+    fn an_unauthenticated_connection_has_until_its_deadline() {
+        let (_client, node) = socket_pair();
+        let port = port(Some("t"), 1000, 1000, 300);
+        let mut r = TimedReader::new(&node, &port);
+        let (left, which) = r.time_left();
+        assert_eq!(which, Expired::Auth);
+        assert!(left <= 300 * MS && left > 200 * MS, "{left:?}");
+        r.authenticated();
+        assert_eq!(r.time_left(), (1000 * MS, Expired::Idle));
+    }
+
+    /// Reads through a `TimedReader` until it fails; returns what was read, which
+    /// deadline ended it and when.
+    fn read_until_expired(
+        node: &TcpStream,
+        port: &ClientPort,
+    ) -> (Vec<u8>, Option<Expired>, Duration) {
+        let started = Instant::now();
+        let mut r = TimedReader::new(node, port);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return (got, None, started.elapsed()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return (got, r.expired, started.elapsed()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_slow_loris_is_cut_off_by_the_line_deadline_and_a_silent_client_by_the_idle_one() {
+        let (mut client, node) = socket_pair();
+        let port = port(None, 150, 300, 1000);
+        // One byte every 50 ms, never a newline: never idle, but the line never ends.
+        let writer = thread::spawn(move || {
+            for _ in 0..40 {
+                if client.write_all(b"x").is_err() {
+                    return;
+                }
+                thread::sleep(50 * MS);
+            }
+        });
+        let (got, expired, after) = read_until_expired(&node, &port);
+        assert_eq!(expired, Some(Expired::Line));
+        assert!(after >= 300 * MS && after < 1500 * MS, "{after:?}");
+        assert!(got.len() >= 4, "{got:?}");
+        drop(node);
+        writer.join().unwrap();
+
+        // Whole lines as slowly: the line deadline never fires; silence ends it.
+        let (mut client, node) = socket_pair();
+        let writer = thread::spawn(move || {
+            for _ in 0..8 {
+                client.write_all(b"{}\n").unwrap();
+                thread::sleep(50 * MS);
+            }
+            client // kept open, silent
+        });
+        let (got, expired, after) = read_until_expired(&node, &port);
+        assert_eq!(expired, Some(Expired::Idle));
+        assert_eq!(got, b"{}\n".repeat(8));
+        assert!(after >= 500 * MS, "{after:?}");
+        drop(writer.join().unwrap());
+    }
 }

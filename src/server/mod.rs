@@ -172,9 +172,11 @@ use std::{
 use crossbeam_channel::bounded;
 use parking_lot::Mutex;
 
+pub use client_port::ClientTimeouts;
+
 use crate::{
     error::{Error, Result},
-    protocol::DEFAULT_MAX_CLIENT_LINE,
+    protocol::{Token, DEFAULT_MAX_CLIENT_LINE},
     replica::{Outcome, DEFAULT_TICK_MS},
     storage::StorageOptions,
 };
@@ -215,6 +217,11 @@ pub struct NodeOptions {
     pub snapshot_entries: Option<u64>,
     /// A new WAL segment starts at this size; compaction deletes whole segments.
     pub wal_segment_bytes: u64,
+    /// The file holding the client token (`--client-token-file`): with one, every
+    /// client connection must authenticate first (docs/protocol.md §3.11).
+    pub client_token_file: Option<PathBuf>,
+    /// How long the client port waits for idle, slow and unauthenticated clients.
+    pub client_timeouts: ClientTimeouts,
 }
 
 impl Default for NodeOptions {
@@ -229,6 +236,8 @@ impl Default for NodeOptions {
             max_line_bytes: DEFAULT_MAX_CLIENT_LINE,
             snapshot_entries: None,
             wal_segment_bytes: StorageOptions::default().segment_bytes,
+            client_token_file: None,
+            client_timeouts: ClientTimeouts::default(),
         }
     }
 }
@@ -249,6 +258,11 @@ pub fn run(options: NodeOptions) -> Result<()> {
             "the maximum line length must be positive".into(),
         ));
     }
+    let client_token = options
+        .client_token_file
+        .as_deref()
+        .map(Token::read_file)
+        .transpose()?;
     let boot = startup::boot(&options)?;
     let raft_listener = bind(&boot.me.raft, "peers")?;
     let client_listener = bind(&boot.me.client, "clients")?;
@@ -303,8 +317,12 @@ pub fn run(options: NodeOptions) -> Result<()> {
         peer_port::listen(raft_listener, s, snapshots)
     })?;
     let s = Arc::clone(&shared);
+    let port = Arc::new(client_port::ClientPort::new(
+        client_token,
+        options.client_timeouts,
+    ));
     spawn("client-listener", 256 << 10, move || {
-        client_port::listen(client_listener, s)
+        client_port::listen(client_listener, s, port)
     })?;
     let s = Arc::clone(&shared);
     let tick = Duration::from_millis(options.tick_ms);
