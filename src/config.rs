@@ -1,9 +1,19 @@
 //! The cluster file (docs/protocol.md §2): which nodes exist and where they listen,
-//! and the cluster's rules for client sessions.
+//! the cluster's name, and its rules for client sessions.
+//!
+//! **Identity.** A cluster is known by its *identity*: the file's `cluster` name when it
+//! has one, otherwise a fingerprint of its members (`m-` and 16 hex digits of a SHA-256
+//! over the sorted ids and client addresses). A data directory records the identity it
+//! was created for, and every peer handshake names it, so a node never joins, nor
+//! starts on the data of, another cluster by mistake. Raft addresses are left out of
+//! the fingerprint on purpose: they say how one node reaches another, which may differ
+//! from node to node (a proxy, NAT, a hostname only some nodes resolve), while every
+//! node of a cluster must compute the same identity.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{collections::BTreeSet, fmt::Write as _, path::Path};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{
     error::{Error, Result},
@@ -24,6 +34,11 @@ pub struct NodeSpec {
 /// The whole cluster file. Unknown keys are ignored so later versions may add some.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
+    /// The cluster's name (optional): its identity, when given. Stored with the
+    /// membership; absent, it is not written back either, so a membership stored
+    /// before this key existed reads and compares the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub nodes: Vec<NodeSpec>,
     /// The optional session keys (stored with the membership, so a node keeps the
     /// rules it was created with).
@@ -46,6 +61,8 @@ pub struct SessionSettings {
 
 /// The largest `session_timeout_secs` accepted: about 136 years.
 const MAX_SESSION_TIMEOUT_SECS: u64 = u32::MAX as u64;
+/// The longest cluster name accepted, in bytes.
+pub const MAX_CLUSTER_NAME: usize = 64;
 
 impl ClusterConfig {
     pub fn load(path: &Path) -> Result<ClusterConfig> {
@@ -93,7 +110,32 @@ impl ClusterConfig {
         if self.sessions.max_sessions == Some(0) {
             return Err(Error::Config("\"max_sessions\" must be at least 1".into()));
         }
+        if let Some(name) = &self.cluster {
+            check_name(name)?;
+        }
         Ok(())
+    }
+
+    /// The cluster's identity: its name, or else the fingerprint of its members (see
+    /// the module documentation).
+    pub fn identity(&self) -> String {
+        match &self.cluster {
+            Some(name) => name.clone(),
+            None => self.fingerprint(),
+        }
+    }
+
+    /// `m-` and the first 16 hex digits of the SHA-256 of one line `<id> <client>\n`
+    /// per node, in id order: the same for every file listing the same members.
+    fn fingerprint(&self) -> String {
+        let mut nodes: Vec<_> = self.nodes.iter().map(|n| (n.id, &n.client)).collect();
+        nodes.sort();
+        let mut text = String::new();
+        for (id, client) in nodes {
+            let _ = writeln!(text, "{id} {client}");
+        }
+        let digest = Sha256::digest(text.as_bytes());
+        format!("m-{}", crate::hex::encode(&digest[..8]))
     }
 
     /// The session rules the file sets (defaults for absent keys).
@@ -116,6 +158,19 @@ impl ClusterConfig {
     pub fn client_addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.client.clone()).collect()
     }
+}
+
+/// A cluster name is 1 to [`MAX_CLUSTER_NAME`] letters, digits, `-`, `_`, `.` or `:`:
+/// it goes into log lines, the peer handshake's lines and its proofs, where a space or
+/// a newline would be ambiguous.
+fn check_name(name: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+    if name.is_empty() || name.len() > MAX_CLUSTER_NAME || !name.chars().all(allowed) {
+        return Err(Error::Config(format!(
+            "\"cluster\" must be 1 to {MAX_CLUSTER_NAME} letters, digits, '-', '_', '.' or ':'"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -166,6 +221,57 @@ mod tests {
             r#""max_sessions":0"#,
         ] {
             let text = format!(r#"{{"nodes":[{{"id":1,"raft":"a:1","client":"a:2"}}],{bad}}}"#);
+            assert!(ClusterConfig::parse(&text).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_identity_is_the_name_or_a_fingerprint_of_ids_and_client_addresses() {
+        let two = r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2"},{"id":2,"raft":"b:1","client":"b:2"}]}"#;
+        let c = ClusterConfig::parse(two).unwrap();
+        let fingerprint = c.identity();
+        assert!(
+            fingerprint.starts_with("m-") && fingerprint.len() == 18,
+            "{fingerprint}"
+        );
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            two,
+            "a file without a name is stored as before"
+        );
+        // The same members in another order, seen through other raft addresses (a
+        // proxy), with other session rules: the same cluster.
+        let same = ClusterConfig::parse(
+            r#"{"nodes":[{"id":2,"raft":"p:9","client":"b:2"},{"id":1,"raft":"a:1","client":"a:2"}],
+                "max_sessions":5}"#,
+        )
+        .unwrap();
+        assert_eq!(same.identity(), fingerprint);
+        // Another member, or another client address: another cluster.
+        for other in [
+            r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2"},{"id":3,"raft":"b:1","client":"b:2"}]}"#,
+            r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2"},{"id":2,"raft":"b:1","client":"b:3"}]}"#,
+        ] {
+            assert_ne!(ClusterConfig::parse(other).unwrap().identity(), fingerprint);
+        }
+        let named = ClusterConfig::parse(
+            r#"{"cluster":"raftkv-01ab","nodes":[{"id":1,"raft":"a:1","client":"a:2"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(named.identity(), "raftkv-01ab");
+        let back: ClusterConfig =
+            serde_json::from_str(&serde_json::to_string(&named).unwrap()).unwrap();
+        assert_eq!(back, named);
+        for bad in [
+            "\"\"",
+            "\"a b\"",
+            "\"a\\nb\"",
+            "\"é\"",
+            "7",
+            &format!("\"{}\"", "x".repeat(65)),
+        ] {
+            let text =
+                format!(r#"{{"cluster":{bad},"nodes":[{{"id":1,"raft":"a:1","client":"a:2"}}]}}"#);
             assert!(ClusterConfig::parse(&text).is_err(), "{bad}");
         }
     }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod hex;
 pub mod kv;
 pub mod protocol;
 pub mod raft;

@@ -1,4 +1,5 @@
-//! Start-up: open the data directory, settle the membership, rebuild the replica.
+//! Start-up: open the data directory, settle the membership and check whose data it
+//! is, rebuild the replica.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,7 @@ use crate::{
     error::{Error, Result},
     raft::Pos,
     replica::{Replica, ReplicaConfig, Snapshot},
-    storage::{Storage, StorageOptions},
+    storage::{Identity, Storage, StorageOptions},
 };
 
 /// Everything recovered and decided before any thread starts.
@@ -24,7 +25,8 @@ pub(crate) struct Boot {
 }
 
 /// Opens storage (failing if another process holds it or committed data is damaged),
-/// picks the membership and rebuilds the replica from the recovered log.
+/// picks the membership, checks that the directory belongs to this node of this
+/// cluster, and rebuilds the replica from the recovered log.
 pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
     // A brand-new node needs a valid cluster file: check it before creating anything,
     // so a typo does not leave an empty data directory behind.
@@ -35,32 +37,12 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
         segment_bytes: options.wal_segment_bytes,
     };
     let (mut storage, recovered) = Storage::open_with(&options.data_dir, storage_options)?;
-    let membership = match recovered.membership {
-        Some(stored) => {
-            // A restarted node trusts its own data, not a file that may have changed.
-            match ClusterConfig::load(&options.cluster) {
-                Ok(file) if file != stored => warning!(
-                    "cluster file {} differs from the membership stored in {}; using the stored one",
-                    options.cluster.display(),
-                    options.data_dir.display()
-                ),
-                Ok(_) => {}
-                Err(e) => warning!("ignoring the cluster file ({e}); using the stored membership"),
-            }
-            stored
-        }
-        None => {
-            let file = ClusterConfig::load(&options.cluster)?;
-            check_member(&file, options.id)?;
-            storage.save_membership(&file)?;
-            info!(
-                "new data directory {}: bootstrapped membership from {}",
-                options.data_dir.display(),
-                options.cluster.display()
-            );
-            file
-        }
-    };
+    let (membership, identity) = settle(
+        &mut storage,
+        recovered.membership,
+        recovered.identity,
+        options,
+    )?;
     let me = check_member(&membership, options.id)?.clone();
 
     let hs = recovered.hard_state;
@@ -86,8 +68,9 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
         .last()
         .map_or(base, |e| Pos(e.index, e.term));
     info!(
-        "recovered {}: term {}, vote {}, snapshot {base}, {} log entries after it, last {}, members {:?}{}",
+        "recovered {} (cluster {}): term {}, vote {}, snapshot {base}, {} log entries after it, last {}, members {:?}{}",
         options.data_dir.display(),
+        identity.cluster,
         hs.term,
         hs.voted_for.map_or("none".to_string(), |v| format!("n{v}")),
         recovered.entries.len(),
@@ -123,6 +106,77 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
     })
 }
 
+/// Picks the membership (the stored one; the cluster file's for a new directory) and
+/// the directory's identity (the recorded one; for a new directory, or one from
+/// before identities were recorded, this node in the membership's cluster, which is
+/// then recorded). Refuses a directory of another node, and a cluster file of another
+/// cluster: starting on the wrong data would mix two nodes' or two clusters' logs.
+fn settle(
+    storage: &mut Storage,
+    stored: Option<ClusterConfig>,
+    recorded: Option<Identity>,
+    options: &NodeOptions,
+) -> Result<(ClusterConfig, Identity)> {
+    let (membership, file, new) = match (stored, ClusterConfig::load(&options.cluster)) {
+        (Some(stored), file) => (stored, file, false),
+        (None, Ok(file)) => {
+            check_member(&file, options.id)?;
+            (file.clone(), Ok(file), true)
+        }
+        (None, Err(e)) => return Err(e),
+    };
+    let identity = recorded.clone().unwrap_or_else(|| Identity {
+        cluster: membership.identity(),
+        node: options.id,
+    });
+    let (dir, id) = (options.data_dir.display(), options.id);
+    if identity.node != id {
+        return Err(Error::Config(format!(
+            "data directory {dir} belongs to node n{} of cluster {}, not to n{id}: start it \
+             with --id {}, or give n{id} a fresh --data-dir",
+            identity.node, identity.cluster, identity.node
+        )));
+    }
+    if let Ok(file) = &file {
+        if file.identity() != identity.cluster {
+            return Err(Error::Config(format!(
+                "data directory {dir} belongs to cluster {}, but the cluster file {} describes \
+                 cluster {}: start n{id} with --cluster naming cluster {}'s file, or give it a \
+                 fresh --data-dir",
+                identity.cluster,
+                options.cluster.display(),
+                file.identity(),
+                identity.cluster
+            )));
+        }
+    }
+    if new {
+        storage.save_membership(&membership)?;
+        info!(
+            "new data directory {dir}: bootstrapped membership from {}",
+            options.cluster.display()
+        );
+    } else {
+        // A restarted node trusts its own data, not a file that may have changed.
+        match &file {
+            Ok(file) if *file != membership => warning!(
+                "cluster file {} differs from the membership stored in {dir}; using the stored one",
+                options.cluster.display()
+            ),
+            Ok(_) => {}
+            Err(e) => warning!("ignoring the cluster file ({e}); using the stored membership"),
+        }
+    }
+    if recorded.is_none() {
+        storage.save_identity(&identity)?;
+        info!(
+            "data directory {dir} now records that it belongs to n{id} of cluster {}",
+            identity.cluster
+        );
+    }
+    Ok((membership, identity))
+}
+
 fn check_member(config: &ClusterConfig, id: u64) -> Result<&NodeSpec> {
     config.node(id).ok_or_else(|| {
         Error::Config(format!(
@@ -139,4 +193,93 @@ fn seed() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{fs, path::Path};
+
+    fn write_file(path: &Path, name: Option<&str>, client_port: u16) {
+        let name = name.map_or(String::new(), |n| format!(r#""cluster":"{n}","#));
+        fs::write(
+            path,
+            format!(
+                r#"{{{name}"nodes":[{{"id":1,"raft":"127.0.0.1:1","client":"127.0.0.1:{client_port}"}},
+                               {{"id":2,"raft":"127.0.0.1:3","client":"127.0.0.1:4"}}]}}"#
+            ),
+        )
+        .unwrap();
+    }
+
+    fn options(dir: &Path, id: u64) -> NodeOptions {
+        NodeOptions {
+            id,
+            cluster: dir.join("cluster.json"),
+            data_dir: dir.join("data"),
+            ..NodeOptions::default()
+        }
+    }
+
+    fn refusal(options: &NodeOptions) -> String {
+        match boot(options) {
+            Ok(_) => panic!("started on another's data"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_data_directory_is_refused_to_another_node_or_another_cluster() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("cluster.json");
+        write_file(&file, Some("alpha"), 2);
+        drop(boot(&options(tmp.path(), 1)).unwrap());
+
+        let e = refusal(&options(tmp.path(), 2));
+        assert!(
+            e.contains("belongs to node n1 of cluster alpha, not to n2")
+                && e.contains("--id 1")
+                && e.contains("fresh --data-dir"),
+            "{e}"
+        );
+        write_file(&file, Some("beta"), 2);
+        let e = refusal(&options(tmp.path(), 1));
+        assert!(
+            e.contains("belongs to cluster alpha")
+                && e.contains("describes cluster beta")
+                && e.contains("fresh --data-dir"),
+            "{e}"
+        );
+        // Same name, another address: the stored membership, as before.
+        write_file(&file, Some("alpha"), 9);
+        let b = boot(&options(tmp.path(), 1)).unwrap();
+        assert_eq!(b.me.client, "127.0.0.1:2");
+        drop(b);
+        // An unreadable cluster file: the stored membership and identity, as before.
+        fs::write(&file, "no longer a cluster file").unwrap();
+        drop(boot(&options(tmp.path(), 1)).unwrap());
+    }
+
+    #[test]
+    fn an_unnamed_cluster_is_known_by_its_fingerprint_and_old_directories_learn_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("cluster.json");
+        write_file(&file, None, 2);
+        let fingerprint = ClusterConfig::load(&file).unwrap().identity();
+        drop(boot(&options(tmp.path(), 1)).unwrap());
+
+        // A directory from before identities were recorded gets one on its next start.
+        let recorded = tmp.path().join("data").join("identity");
+        fs::remove_file(&recorded).unwrap();
+        drop(boot(&options(tmp.path(), 1)).unwrap());
+        assert!(recorded.exists());
+
+        // Another member's client address makes another cluster.
+        write_file(&file, None, 9);
+        let e = refusal(&options(tmp.path(), 1));
+        assert!(
+            e.contains(&format!("belongs to cluster {fingerprint}")),
+            "{e}"
+        );
+    }
 }

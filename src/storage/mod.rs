@@ -8,6 +8,7 @@
 //!   LOCK                          OS file lock held while a Storage is open
 //!   hard_state                    term + vote: one framed record
 //!   membership                    the cluster config: one framed record
+//!   identity                      the cluster identity and node id: one framed record
 //!   wal/                          the log, which starts at 1 or anywhere after a snapshot
 //!     00000000000000004001.seg    entries 4001, 4002, ...
 //!     00000000000000004711.seg    entries 4711, 4712, ...
@@ -22,7 +23,7 @@
 //!
 //! Every record, in the log and in the small files alike, is
 //! `[u32 LE payload length][u32 LE CRC32 of payload][payload]`, where the payload is the
-//! JSON of an `Entry`, a `HardState` or a `ClusterConfig`. A segment is named by the
+//! JSON of an `Entry`, a `HardState`, a `ClusterConfig` or an `Identity`. A segment is named by the
 //! index of its first entry, zero-padded to 20 digits so names sort like indexes, and
 //! holds consecutive entries. A new segment starts when the current one has reached
 //! `segment_bytes` (a segment overshoots by at most one `append` batch, since a batch
@@ -83,7 +84,7 @@
 //! segment was created since the last one). When it returns, every appended entry is
 //! on disk, and the durability rule of docs/architecture.md can release the batch's messages.
 //!
-//! The hard state and the membership are small files replaced atomically: write
+//! The hard state, the membership and the identity are small files replaced atomically: write
 //! `<name>.tmp`, fsync, rename over `<name>`, fsync the directory. A crash leaves the
 //! old or the new version, never a mix; a leftover `.tmp` is removed on open.
 //!
@@ -160,7 +161,7 @@
 //! ## What was read is made durable
 //!
 //! Once everything is accepted, and before any repair, `open` fsyncs what it read:
-//! every segment, `hard_state`, `membership`, the snapshot used, and the data, `wal`
+//! every segment, `hard_state`, `membership`, `identity`, the snapshot used, and the data, `wal`
 //! and `snapshots` directories. A process killed after writing but before fsyncing
 //! leaves data in the page cache that a restarted node reads back like any other;
 //! without this fsync it might vote, acknowledge or compact on the strength of data a
@@ -174,8 +175,8 @@
 //! # Poisoning
 //!
 //! After any failed write, truncation, deletion or fsync, the `Storage` is poisoned:
-//! every later `append`, `sync`, `save_hard_state`, `save_membership`, `compact` and
-//! `reset_log` returns an error. After a failed fsync, Linux may already have dropped
+//! every later `append`, `sync`, `save_hard_state`, `save_membership`, `save_identity`,
+//! `compact` and `reset_log` returns an error. After a failed fsync, Linux may already have dropped
 //! the dirty pages and marked them clean, so a retried fsync can "succeed" with the
 //! data gone; nothing written after a failure can be trusted, and a node must never
 //! acknowledge on top of it. The way out is to restart the process, whose recovery
@@ -194,10 +195,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
     config::ClusterConfig,
     error::{Error, Result},
-    raft::{Entry, HardState, Index, SnapshotMeta},
+    raft::{Entry, HardState, Index, NodeId, SnapshotMeta},
 };
 use atomic_file::{sync_dir, sync_file};
 use lock::DirLock;
@@ -211,6 +214,20 @@ use wal::{Scan, Wal, WAL_DIR};
 const HARD_STATE_FILE: &str = "hard_state";
 /// File holding the cluster config the node bootstrapped with.
 const MEMBERSHIP_FILE: &str = "membership";
+/// File holding which cluster and which node the directory belongs to.
+const IDENTITY_FILE: &str = "identity";
+/// The small files replaced atomically.
+const SMALL_FILES: [&str; 3] = [HARD_STATE_FILE, MEMBERSHIP_FILE, IDENTITY_FILE];
+
+/// Whose data a directory holds: written on the first start, checked on every later
+/// one, so a node is never started on another node's data, or on another cluster's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The cluster's identity ([`ClusterConfig::identity`]).
+    pub cluster: String,
+    /// The node the directory belongs to.
+    pub node: NodeId,
+}
 
 /// Tuning for [`Storage::open_with`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,6 +263,9 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// The config saved by [`Storage::save_membership`]; `None` on a fresh directory.
     pub membership: Option<ClusterConfig>,
+    /// What [`Storage::save_identity`] saved; `None` on a fresh directory, or one
+    /// created before identities were recorded.
+    pub identity: Option<Identity>,
     /// Human-readable facts about the recovery for the start-up log line, e.g.
     /// `cut a torn tail of 37 bytes at wal/00000000000000000001.seg offset 12345 (...)`.
     pub notes: Vec<String>,
@@ -287,6 +307,7 @@ impl Storage {
         let scan = Scan::read(&wal_dir)?;
         let hard_state: HardState = atomic_file::load(dir, HARD_STATE_FILE)?.unwrap_or_default();
         let membership: Option<ClusterConfig> = atomic_file::load(dir, MEMBERSHIP_FILE)?;
+        let identity: Option<Identity> = atomic_file::load(dir, IDENTITY_FILE)?;
         if let Some(config) = &membership {
             config.validate().map_err(|e| Error::Corrupt {
                 file: dir.join(MEMBERSHIP_FILE),
@@ -299,7 +320,7 @@ impl Storage {
         // What was read may have reached only the page cache before the last process
         // died; make it durable before anything relies on it, repairs included.
         scan.sync_all()?;
-        for name in [HARD_STATE_FILE, MEMBERSHIP_FILE] {
+        for name in SMALL_FILES {
             atomic_file::sync_if_present(dir, name)?;
         }
         if let Some(snap) = &choice.snapshot {
@@ -312,7 +333,7 @@ impl Storage {
 
         // Repair phase.
         let mut notes = Vec::new();
-        for name in [HARD_STATE_FILE, MEMBERSHIP_FILE] {
+        for name in SMALL_FILES {
             if atomic_file::remove_leftover(dir, name)? {
                 notes.push(format!("removed {name}.tmp left by an interrupted replace"));
             }
@@ -362,6 +383,7 @@ impl Storage {
                 snapshot: choice.snapshot,
                 entries,
                 membership,
+                identity,
                 notes,
             },
         ))
@@ -428,6 +450,14 @@ impl Storage {
     pub fn save_membership(&mut self, c: &ClusterConfig) -> Result<()> {
         self.check_poisoned()?;
         let result = atomic_file::store(&self.dir, MEMBERSHIP_FILE, c);
+        self.poison_on_error(result)
+    }
+
+    /// Records whose data this directory holds, durably and atomically in the same
+    /// way as [`Storage::save_hard_state`].
+    pub fn save_identity(&mut self, identity: &Identity) -> Result<()> {
+        self.check_poisoned()?;
+        let result = atomic_file::store(&self.dir, IDENTITY_FILE, identity);
         self.poison_on_error(result)
     }
 

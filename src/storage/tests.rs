@@ -6,7 +6,7 @@ use super::{
     frame::{self, Decoded},
     snapshot::file_name,
     wal::segment_name,
-    Storage, StorageOptions, StoredSnapshot,
+    Identity, Storage, StorageOptions, StoredSnapshot,
 };
 use crate::{
     config::{ClusterConfig, NodeSpec},
@@ -106,8 +106,16 @@ fn expect_corrupt(result: crate::error::Result<(Storage, super::Recovered)>) -> 
     }
 }
 
+fn identity() -> Identity {
+    Identity {
+        cluster: "test-cluster".into(),
+        node: 2,
+    }
+}
+
 fn cluster() -> ClusterConfig {
     ClusterConfig {
+        cluster: None,
         nodes: (1..=3)
             .map(|id| NodeSpec {
                 id,
@@ -127,6 +135,7 @@ fn fresh_dir_recovers_nothing_and_creates_the_first_segment() {
     assert_eq!(rec.hard_state, HardState::default());
     assert!(rec.entries.is_empty());
     assert_eq!(rec.membership, None);
+    assert_eq!(rec.identity, None);
     assert_eq!(storage.last_index(), 0);
     assert_eq!(storage.dir(), dir);
     assert_eq!(segment_names(&dir), vec![segment_name(1)]);
@@ -147,6 +156,7 @@ fn reopen_returns_entries_hard_state_and_membership() {
         s.sync().unwrap();
         s.save_hard_state(hs).unwrap();
         s.save_membership(&cluster()).unwrap();
+        s.save_identity(&identity()).unwrap();
         assert_eq!(s.last_index(), 10);
     }
     let (s, rec) = Storage::open(tmp.path()).unwrap();
@@ -155,6 +165,7 @@ fn reopen_returns_entries_hard_state_and_membership() {
     assert_eq!(rec.entries, want);
     assert_eq!(rec.hard_state, hs);
     assert_eq!(rec.membership, Some(cluster()));
+    assert_eq!(rec.identity, Some(identity()));
     assert_eq!(s.last_index(), 10);
     assert!(
         rec.notes.iter().any(|n| n.contains("1..=10")),
@@ -457,6 +468,7 @@ fn corrupt_hard_state_and_membership_files_are_refused() {
         })
         .unwrap();
         s.save_membership(&cluster()).unwrap();
+        s.save_identity(&identity()).unwrap();
     }
     let hs = tmp.path().join("hard_state");
     let good_hs = fs::read(&hs).unwrap();
@@ -472,14 +484,16 @@ fn corrupt_hard_state_and_membership_files_are_refused() {
     );
     fs::write(&hs, &good_hs).unwrap();
 
-    let m = tmp.path().join("membership");
-    let good_m = fs::read(&m).unwrap();
-    fs::write(&m, &good_m[..good_m.len() - 1]).unwrap();
-    assert_eq!(
-        expect_corrupt(Storage::open(tmp.path())).0,
-        m.to_string_lossy()
-    );
-    fs::write(&m, &good_m).unwrap();
+    for name in ["membership", "identity"] {
+        let m = tmp.path().join(name);
+        let good_m = fs::read(&m).unwrap();
+        fs::write(&m, &good_m[..good_m.len() - 1]).unwrap();
+        assert_eq!(
+            expect_corrupt(Storage::open(tmp.path())).0,
+            m.to_string_lossy()
+        );
+        fs::write(&m, &good_m).unwrap();
+    }
 
     let (_, rec) = Storage::open(tmp.path()).unwrap();
     assert_eq!(
@@ -552,6 +566,7 @@ fn failed_segment_creation_poisons_the_storage() {
             voted_for: None,
         }),
         s.save_membership(&cluster()),
+        s.save_identity(&identity()),
     ] {
         let err = result.unwrap_err().to_string();
         assert!(err.contains("earlier failure"), "{err}");
