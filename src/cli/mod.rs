@@ -148,6 +148,9 @@ pub struct NodeArgs {
     /// Close client connections not authenticated this long after opening (tests only; default 10 s)
     #[arg(long, value_name = "MS", hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_auth_ms: Option<u64>,
+    /// File holding the cluster secret (at least 16 bytes; trailing whitespace is ignored): peers must prove they know it, and may speak only under the member id they proved
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// Where the cluster is: at most one of `--cluster` and `--servers`; with neither, see
@@ -347,6 +350,7 @@ fn run_node(args: NodeArgs) -> i32 {
                 auth: ms(args.client_auth_ms, default.auth),
             }
         },
+        secret_file: args.secret_file,
     };
     match crate::server::run(options) {
         Ok(()) => EXIT_OK,

@@ -147,9 +147,12 @@
 mod budget;
 mod client_port;
 pub(crate) mod logging;
+mod peer_auth;
+mod peer_gate;
 mod peer_port;
 mod replicator;
 mod reply_queue;
+mod secret;
 mod shared;
 mod snapshot_transfer;
 mod snapshotter;
@@ -182,6 +185,8 @@ use crate::{
 };
 use budget::Budget;
 use logging::{info, warning, Level};
+use peer_auth::Auth;
+use secret::Secret;
 use shared::{Input, Shared};
 use state::StateLoop;
 
@@ -222,6 +227,9 @@ pub struct NodeOptions {
     pub client_token_file: Option<PathBuf>,
     /// How long the client port waits for idle, slow and unauthenticated clients.
     pub client_timeouts: ClientTimeouts,
+    /// The cluster secret's file (`secret`); `None`: the raft port is open to anyone
+    /// who names a member.
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -238,6 +246,7 @@ impl Default for NodeOptions {
             wal_segment_bytes: StorageOptions::default().segment_bytes,
             client_token_file: None,
             client_timeouts: ClientTimeouts::default(),
+            secret_file: None,
         }
     }
 }
@@ -263,7 +272,26 @@ pub fn run(options: NodeOptions) -> Result<()> {
         .as_deref()
         .map(Token::read_file)
         .transpose()?;
+    // Read before the data directory is touched: a typo in the path should not leave
+    // a new, empty data directory behind.
+    let secret = match &options.secret_file {
+        Some(path) => Some(Secret::load(path)?),
+        None => None,
+    };
     let boot = startup::boot(&options)?;
+    if secret.is_none() {
+        warning!(
+            "no --secret-file: the raft port on {} accepts anyone who names a member of the \
+             cluster; give every node the same secret file to admit only members",
+            boot.me.raft
+        );
+    }
+    let auth = Arc::new(Auth {
+        cluster: boot.cluster.clone(),
+        me: options.id,
+        members: boot.membership.nodes.iter().map(|n| n.id).collect(),
+        secret,
+    });
     let raft_listener = bind(&boot.me.raft, "peers")?;
     let client_listener = bind(&boot.me.client, "clients")?;
 
@@ -298,6 +326,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         let (tx, rx, queued_bytes) = replicator::PeerQueue::new();
         let link = replicator::Link {
             peer: node.id,
+            auth: Arc::clone(&auth),
             addr: node.raft.clone(),
             inbox: shared.inbox.clone(),
             store: snapshots.clone(),
@@ -314,7 +343,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
     }
     let s = Arc::clone(&shared);
     spawn("raft-listener", 256 << 10, move || {
-        peer_port::listen(raft_listener, s, snapshots)
+        peer_port::listen(raft_listener, s, auth, snapshots)
     })?;
     let s = Arc::clone(&shared);
     let port = Arc::new(client_port::ClientPort::new(

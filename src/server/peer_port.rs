@@ -1,13 +1,23 @@
 //! The raft listener, one reader thread per accepted peer connection, and the
 //! receiving side of snapshot transfers.
 //!
+//! **Who may speak.** A connection starts with the peer handshake (`peer_auth`): the
+//! dialer proves it is member `A` of this cluster (with a cluster secret, by proving
+//! the secret), and from then on every message's and snapshot offer's `from` must be
+//! `A` and `to` this node; anything else is a protocol violation that closes the
+//! connection. How many connections may wait in the handshake, and that a member holds
+//! only its newest connection, is `peer_gate`'s business. An authenticated connection
+//! that stays silent for [`IDLE`] is closed: the dialer pings every second it has
+//! nothing else to send, so only a dead connection (or peer) is that quiet.
+//!
 //! **Raft messages.** A node reads messages here and answers on its own outgoing
-//! connection (see `replicator`). Each line is one `raft::Message` in JSON, or a
-//! snapshot frame (`snapshot_transfer`). Anything else (bad JSON, a line over
-//! [`MAX_PEER_LINE`]) is logged once and the connection closed; the node itself never
-//! stops for bad input. Before a message goes to the inbox the reader takes its bytes
-//! from the peer budget (`Shared::peer_budget`, 32 MiB), waiting while it is spent;
-//! the state thread gives them back as it takes the message into a batch.
+//! connection (see `replicator`). After the handshake each line is one
+//! `raft::Message` in JSON, a snapshot frame (`snapshot_transfer`) or a ping. Anything
+//! else (bad JSON, a line over [`MAX_PEER_LINE`]) is logged once and the connection
+//! closed; the node itself never stops for bad input. Before a message goes to the
+//! inbox the reader takes its bytes from the peer budget (`Shared::peer_budget`,
+//! 32 MiB), waiting while it is spent; the state thread gives them back as it takes
+//! the message into a batch.
 //!
 //! **Snapshots.** The leader's replicator streams a snapshot file on the same
 //! connection: an offer, then chunks. The reader does not touch the disk; it hands
@@ -57,6 +67,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::{
     budget::Budget,
     logging::{debug, info, warning, Throttle},
+    peer_auth::{self, Auth, PeerStream},
+    peer_gate::{Admitted, Gate, MAX_HANDSHAKING},
     shared::{message_bytes, Input, Shared},
     snapshot_transfer::{
         parse_peer_line, write_ack, Ack, AckStatus, Chunk, Frame, Offer, PeerLine,
@@ -73,9 +85,13 @@ use crate::{
 /// (about 1 MiB of entries, up to 6x for JSON escaping), yet bounded.
 pub(crate) const MAX_PEER_LINE: usize = 64 << 20;
 
-/// Most inbound peer connections at once (a cluster needs one per peer; the rest is
-/// protection against a connection flood on the raft port).
+/// Most inbound peer connections at once: a last line of defence. `peer_gate` keeps
+/// at most 16 in the handshake and one per member; this covers the threads of evicted
+/// and replaced connections while they wind down.
 const MAX_PEER_CONNECTIONS: usize = 256;
+/// An authenticated connection silent this long is closed (the dialer pings every
+/// second it has nothing else to send).
+pub(crate) const IDLE: Duration = Duration::from_secs(10);
 
 /// Stack size of a peer reader thread: it only parses JSON.
 const STACK: usize = 256 << 10;
@@ -89,23 +105,31 @@ const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the peer readers of a node share.
 pub(crate) struct Inbound {
-    /// This node's id: messages for others are dropped.
-    pub id: NodeId,
+    /// Who this node is and who may dial it (`auth.me` is this node's id).
+    pub auth: Arc<Auth>,
     /// The state thread's inbox.
     pub inbox: Sender<Input>,
     /// Bytes of peer messages in the inbox (`Shared::peer_budget`).
     pub budget: Arc<Budget>,
     /// Where incoming snapshots are stored.
     pub store: SnapshotStore,
+    /// The connections in the handshake and the members' (see `peer_gate`).
+    pub gate: Gate,
 }
 
 /// Accepts peer connections forever; incoming snapshots go to `store`.
-pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>, store: SnapshotStore) {
+pub(crate) fn listen(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    auth: Arc<Auth>,
+    store: SnapshotStore,
+) {
     let inbound = Arc::new(Inbound {
-        id: shared.id,
+        auth,
         inbox: shared.inbox.clone(),
         budget: Arc::clone(&shared.peer_budget),
         store,
+        gate: Gate::default(),
     });
     drop(shared);
     let mut throttle = Throttle::new(Duration::from_secs(1));
@@ -161,15 +185,18 @@ impl Drop for PeerSlot {
     }
 }
 
-/// Forwards every message on one connection to the inbox, and every snapshot frame
-/// to the connection's receiver thread, until it ends or misbehaves. Then shuts the
-/// socket down, which also stops the receiver's acknowledgements.
+/// Runs the handshake on one connection, then forwards every message on it to the
+/// inbox, and every snapshot frame to the connection's receiver thread, until it
+/// ends, misbehaves or is replaced. Then shuts the socket down, which also stops the
+/// receiver's acknowledgements.
 pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
     let _ = stream.set_nodelay(true);
     debug!("peer connection from {addr}");
-    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let Some((mut reader, from, _admitted)) = authenticate(stream, addr, inbound) else {
+        return;
+    };
+    let me = inbound.auth.me;
     let mut buf = Vec::with_capacity(4096);
-    let mut from = None;
     // The receiver thread's queue, once a snapshot frame came.
     let mut frames: Option<Sender<Frame>> = None;
     loop {
@@ -180,23 +207,35 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
             Ok(Line::Complete) => {}
             Ok(Line::Eof) | Ok(Line::Truncated) => break,
             Ok(Line::TooLong) => {
-                warning!(
-                    "peer {addr} sent a line over {MAX_PEER_LINE} bytes; closing its connection"
+                let what = format!("sent a line over {MAX_PEER_LINE} bytes");
+                inbound.gate.violation(from, addr, &what);
+                break;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                info!(
+                    "n{from} (from {addr}) sent nothing for {} s; closing its connection",
+                    IDLE.as_secs()
                 );
                 break;
             }
             Err(e) => {
-                debug!("peer connection from {addr} failed: {e}");
+                debug!("n{from}'s connection from {addr} failed: {e}");
                 break;
             }
         }
         let frame = match parse_peer_line(&buf) {
+            Ok(PeerLine::Ping) => continue,
             Ok(PeerLine::Raft(message)) => {
-                if message.to != inbound.id {
-                    debug!("dropped a message for another node: {message}");
-                    continue;
+                if (message.from, message.to) != (from, me) {
+                    let what = format!("sent a message from n{} to n{}", message.from, message.to);
+                    inbound.gate.violation(from, addr, &what);
+                    break;
                 }
-                note_sender(&mut from, message.from, addr);
                 // Waits while the inbox holds too many bytes of peer messages: the
                 // sender's replicator is then slowed by TCP. The state thread gives
                 // the bytes back as it takes the message.
@@ -208,19 +247,21 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
             }
             Ok(PeerLine::Snapshot(frame)) => frame,
             Err(e) => {
-                warning!("peer {addr} sent something unexpected ({e}); closing its connection");
+                inbound
+                    .gate
+                    .violation(from, addr, &format!("sent something unexpected ({e})"));
                 break;
             }
         };
         if let Frame::Offer(offer) = &frame {
-            if offer.to != inbound.id {
-                debug!("dropped a snapshot offer for another node (n{})", offer.to);
-                continue;
+            if (offer.from, offer.to) != (from, me) {
+                let what = format!("offered a snapshot from n{} to n{}", offer.from, offer.to);
+                inbound.gate.violation(from, addr, &what);
+                break;
             }
-            note_sender(&mut from, offer.from, addr);
         }
         if frames.is_none() {
-            match spawn_receiver(reader.get_ref(), addr, inbound) {
+            match spawn_receiver(reader.get_ref().socket(), addr, inbound) {
                 Ok(tx) => frames = Some(tx),
                 Err(e) => {
                     warning!(
@@ -235,21 +276,47 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
             break;
         }
     }
-    let _ = reader.get_ref().shutdown(Shutdown::Both);
-    match from {
-        Some(id) => info!("n{id} (from {addr}) disconnected"),
-        None => debug!("peer connection from {addr} closed"),
-    }
+    let _ = reader.get_ref().socket().shutdown(Shutdown::Both);
+    info!("n{from} (from {addr}) disconnected");
 }
 
-/// Remembers who speaks on a connection, logging its first words.
-fn note_sender(from: &mut Option<NodeId>, sender: NodeId, addr: &str) {
-    if *from != Some(sender) {
-        if from.is_none() {
-            info!("n{sender} connected from {addr}");
+/// Runs the handshake under the gate's rules. Returns the connection, the member it
+/// authenticated and that member's place at the gate; or `None` once the failure is
+/// logged and the connection closed.
+fn authenticate<'a>(
+    stream: TcpStream,
+    addr: &str,
+    inbound: &'a Inbound,
+) -> Option<(BufReader<PeerStream>, NodeId, Admitted<'a>)> {
+    let handle = match stream.try_clone() {
+        Ok(handle) => handle,
+        Err(e) => {
+            warning!("cannot take a peer connection from {addr}: {e}");
+            return None;
         }
-        *from = Some(sender);
+    };
+    let handshaking = inbound.gate.enter(handle);
+    let mut reader = BufReader::with_capacity(256 << 10, PeerStream::new(stream));
+    let from = match peer_auth::accept(&inbound.auth, &mut reader) {
+        Ok(from) => from,
+        Err(failure) => {
+            let why = if handshaking.evicted() {
+                format!("pushed out of the handshake by {MAX_HANDSHAKING} newer connections")
+            } else {
+                failure.to_string()
+            };
+            inbound.gate.refused(addr, &why);
+            let _ = reader.get_ref().socket().shutdown(Shutdown::Both);
+            return None;
+        }
+    };
+    let admitted = handshaking.admit(from, addr);
+    if let Err(e) = reader.get_ref().socket().set_read_timeout(Some(IDLE)) {
+        warning!("cannot set a read timeout on n{from}'s connection from {addr}: {e}");
+        let _ = reader.get_ref().socket().shutdown(Shutdown::Both);
+        return None;
     }
+    Some((reader, from, admitted))
 }
 
 /// Starts the snapshot receiver thread of a connection; returns its queue.

@@ -2,13 +2,21 @@
 //! address, writes the messages the state thread queues for it, one JSON line each,
 //! and streams snapshots to it when the core sends an InstallSnapshot.
 //!
-//! **Messages.** It writes whatever is queued before flushing, so a burst becomes one
+//! **Messages.** Each connection opens with the peer handshake (`peer_auth`), before
+//! anything else is written; a peer that refuses it (another cluster, another secret)
+//! counts as unreachable, with its reason logged at most every [`REFUSAL_LOG_EVERY`].
+//! It writes whatever is queued before flushing, so a burst becomes one
 //! syscall. It reconnects with capped exponential backoff, and while the peer is
 //! unreachable it discards queued messages: Raft retransmits (heartbeats, probes), and
 //! a channel that stays full would only make the state thread drop newer messages
 //! instead of older. The one message that is not retransmitted by itself is
 //! InstallSnapshot (the core waits in its `Snapshot` state until it hears
 //! `SnapshotSent`), so a discarded one is reported as a transfer that ended.
+//!
+//! **Pings.** When it has written nothing for [`PING_EVERY`], it writes `{"ping":{}}`,
+//! so the peer can tell a live connection that has nothing to say (this node is a
+//! follower, whose replicators only answer a leader) from a dead one, which it closes
+//! after `peer_port::IDLE`.
 //!
 //! **Bounded in bytes too.** A [`PeerQueue`] holds at most [`QUEUE`] messages and
 //! [`QUEUE_BYTES`] (16 MiB) of log entries; past either the state thread drops the
@@ -107,12 +115,13 @@ use crossbeam_channel::{
 };
 
 use super::{
-    logging::{debug, info, warning},
+    logging::{debug, info, warning, Throttle},
+    peer_auth::{self, Auth, Failure, PeerStream},
     peer_port::resolve,
     shared::{entry_bytes, Input, StateWatch},
     snapshot_transfer::{
         parse_ack_line, write_frame, Ack, AckStatus, Chunk, Frame, Offer, MAX_ACK_LINE, MAX_CHUNK,
-        MAX_SNAPSHOT,
+        MAX_SNAPSHOT, PING,
     },
 };
 use crate::{
@@ -144,6 +153,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const ACKS: usize = 64;
 /// Stack size of the ack reader and snapshot reader threads.
 const HELPER_STACK: usize = 128 << 10;
+/// A connection that has carried nothing for this long gets a ping (well within the
+/// peer's `peer_port::IDLE`).
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(1);
+/// A peer that keeps refusing the handshake is logged at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How snapshots are streamed. [`Tuning::default`] on a node; tests use small numbers
 /// to see many chunks and short deadlines.
@@ -252,6 +266,8 @@ impl Default for Keepalive {
 pub(crate) struct Link {
     /// The peer this replicator sends to.
     pub peer: NodeId,
+    /// Who this node is to its peers, for the handshake.
+    pub auth: Arc<Auth>,
     /// The peer's raft address.
     pub addr: String,
     /// The state thread's inbox, for `SnapshotSent`.
@@ -273,8 +289,9 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
     let addr = link.addr.clone();
     let mut backoff = BACKOFF_MIN;
     let mut reported_down = false;
+    let mut refusals = Throttle::new(REFUSAL_LOG_EVERY);
     loop {
-        match connect(&addr) {
+        match open(&link) {
             Ok(stream) => {
                 info!("connected to n{peer} at {addr}");
                 reported_down = false;
@@ -296,7 +313,17 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
                     }
                 }
             }
-            Err(e) => {
+            Err(Failure::Refused(why) | Failure::Garbage(why)) => {
+                if let Some(more) = refusals.allow() {
+                    let more = if more > 0 {
+                        format!(" ({more} more refusals not shown)")
+                    } else {
+                        String::new()
+                    };
+                    warning!("handshake with n{peer} at {addr} failed: {why}; retrying{more}");
+                }
+            }
+            Err(Failure::Broken(e)) => {
                 if !reported_down {
                     info!("cannot reach n{peer} at {addr}: {e} (retrying)");
                     reported_down = true;
@@ -352,6 +379,15 @@ fn as_heartbeat(m: &Message) -> Option<Message> {
         },
         ..*m
     })
+}
+
+/// Connects to the peer and runs the handshake; what the peer sends back (snapshot
+/// acknowledgements) is read from the returned reader.
+fn open(link: &Link) -> Result<BufReader<PeerStream>, Failure> {
+    let stream = connect(&link.addr).map_err(|e| Failure::Broken(e.to_string()))?;
+    let mut conn = BufReader::with_capacity(16 << 10, PeerStream::new(stream));
+    peer_auth::dial(&link.auth, link.peer, &mut conn)?;
+    Ok(conn)
 }
 
 fn connect(addr: &str) -> io::Result<TcpStream> {
@@ -450,7 +486,7 @@ impl Session<'_> {
     /// Sends messages and snapshots on `stream` until it fails (`Err`) or the queue
     /// is closed (`Ok`). A transfer still under way when this returns is the caller's
     /// to end.
-    fn serve(&mut self, stream: TcpStream) -> io::Result<()> {
+    fn serve(&mut self, stream: BufReader<PeerStream>) -> io::Result<()> {
         let mut conn = Conn::open(stream, self.link.peer)?;
         loop {
             match self.next_event(&mut conn)? {
@@ -484,6 +520,7 @@ impl Session<'_> {
                 Event::Idle => {}
             }
             self.keep_alive(&mut conn)?;
+            conn.ping_if_idle()?;
         }
     }
 
@@ -555,6 +592,7 @@ impl Session<'_> {
             // whether a keepalive is due.
             wait = wait.min(self.link.keepalive.every);
         }
+        wait = wait.min(PING_EVERY.saturating_sub(conn.last_write.elapsed()));
         Ok(select! {
             recv(self.queue) -> m => m.map_or(Event::QueueClosed, Event::Message),
             recv(conn.acks) -> a => a.map_or(Event::AcksClosed, Event::Ack),
@@ -741,8 +779,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(stream: TcpStream, peer: NodeId) -> io::Result<Conn> {
-        let reading = stream.try_clone()?;
+    /// Starts the ack reader on `reading`, the connection after its handshake.
+    fn open(reading: BufReader<PeerStream>, peer: NodeId) -> io::Result<Conn> {
+        let stream = reading.get_ref().socket().try_clone()?;
         let (tx, acks) = bounded(ACKS);
         thread::Builder::new()
             .name(format!("acks-n{peer}"))
@@ -753,6 +792,16 @@ impl Conn {
             acks,
             last_write: Instant::now(),
         })
+    }
+
+    /// Writes a ping if nothing was written for [`PING_EVERY`].
+    fn ping_if_idle(&mut self) -> io::Result<()> {
+        if self.last_write.elapsed() < PING_EVERY {
+            return Ok(());
+        }
+        self.last_write = Instant::now();
+        self.out.write_all(PING)?;
+        self.out.write_all(b"\n")
     }
 }
 
@@ -766,8 +815,7 @@ impl Drop for Conn {
 /// connection ends or the peer sends anything else (then it shuts the socket down, so
 /// the replicator's writes fail too). Returning drops `acks`' sender, which tells the
 /// replicator the connection is over.
-fn read_acks(stream: TcpStream, peer: NodeId, acks: &Sender<Ack>) {
-    let mut reader = BufReader::with_capacity(16 << 10, stream);
+fn read_acks(mut reader: BufReader<PeerStream>, peer: NodeId, acks: &Sender<Ack>) {
     let mut buf = Vec::with_capacity(1024);
     loop {
         match read_line(&mut reader, &mut buf, MAX_ACK_LINE) {
@@ -792,7 +840,7 @@ fn read_acks(stream: TcpStream, peer: NodeId, acks: &Sender<Ack>) {
             }
         }
     }
-    let _ = reader.get_ref().shutdown(Shutdown::Both);
+    let _ = reader.get_ref().socket().shutdown(Shutdown::Both);
 }
 
 /// One snapshot being sent to the peer.
@@ -1004,6 +1052,7 @@ mod tests {
         let (inbox, _reports) = bounded(16);
         let link = Link {
             peer: 2,
+            auth: Arc::new(Auth::test(1)),
             addr: listener.local_addr().unwrap().to_string(),
             inbox,
             store,
@@ -1020,9 +1069,13 @@ mod tests {
         let recorded = Arc::clone(&lines);
         thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
-            for line in BufReader::new(stream).lines() {
+            let mut conn = BufReader::new(PeerStream::new(stream));
+            assert_eq!(peer_auth::accept(&Auth::test(2), &mut conn), Ok(1));
+            for line in conn.lines() {
                 let Ok(line) = line else { return };
-                recorded.lock().unwrap().push((Instant::now(), line));
+                if line.as_bytes() != PING {
+                    recorded.lock().unwrap().push((Instant::now(), line));
+                }
             }
         });
         Harness {
@@ -1130,6 +1183,7 @@ mod tests {
         // The replicator gives the bytes back as it takes messages out.
         let link_bytes = Link {
             peer: 2,
+            auth: Arc::new(Auth::test(1)),
             addr: String::new(),
             inbox: bounded(1).0,
             store: {

@@ -22,6 +22,8 @@ pub(crate) struct Boot {
     pub replica: Replica<ReplyTo>,
     pub membership: ClusterConfig,
     pub me: NodeSpec,
+    /// The cluster identity the data directory belongs to: what peer handshakes name.
+    pub cluster: String,
 }
 
 /// Opens storage (failing if another process holds it or committed data is damaged),
@@ -103,6 +105,7 @@ pub(crate) fn boot(options: &NodeOptions) -> Result<Boot> {
         replica,
         membership,
         me,
+        cluster: identity.cluster,
     })
 }
 
@@ -233,7 +236,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("cluster.json");
         write_file(&file, Some("alpha"), 2);
-        drop(boot(&options(tmp.path(), 1)).unwrap());
+        assert_eq!(boot(&options(tmp.path(), 1)).unwrap().cluster, "alpha");
 
         let e = refusal(&options(tmp.path(), 2));
         assert!(
@@ -257,7 +260,7 @@ mod tests {
         drop(b);
         // An unreadable cluster file: the stored membership and identity, as before.
         fs::write(&file, "no longer a cluster file").unwrap();
-        drop(boot(&options(tmp.path(), 1)).unwrap());
+        assert_eq!(boot(&options(tmp.path(), 1)).unwrap().cluster, "alpha");
     }
 
     #[test]
@@ -266,12 +269,12 @@ mod tests {
         let file = tmp.path().join("cluster.json");
         write_file(&file, None, 2);
         let fingerprint = ClusterConfig::load(&file).unwrap().identity();
-        drop(boot(&options(tmp.path(), 1)).unwrap());
+        assert_eq!(boot(&options(tmp.path(), 1)).unwrap().cluster, fingerprint);
 
         // A directory from before identities were recorded gets one on its next start.
         let recorded = tmp.path().join("data").join("identity");
         fs::remove_file(&recorded).unwrap();
-        drop(boot(&options(tmp.path(), 1)).unwrap());
+        assert_eq!(boot(&options(tmp.path(), 1)).unwrap().cluster, fingerprint);
         assert!(recorded.exists());
 
         // Another member's client address makes another cluster.

@@ -4,7 +4,8 @@
 //! connection that carries its Raft messages (the sending side is in `replicator`, the
 //! receiving side in `peer_port`). Every line on a peer connection is still one JSON
 //! object; a snapshot frame is told from a Raft [`Message`] by its only top-level key,
-//! `snapshot`, which no Raft message has:
+//! `snapshot`, which no Raft message has (nor `ping`, the line a replicator sends when
+//! it has had nothing to send for a second: `{"ping":{}}`):
 //!
 //! ```text
 //! leader -> follower (beside the Raft messages, on the leader's outgoing connection)
@@ -151,14 +152,30 @@ impl Ack {
     }
 }
 
-/// One line read by a follower from a peer connection.
+/// One line read by a follower from a peer connection (after the handshake).
 #[derive(Debug)]
 pub(crate) enum PeerLine {
     /// A Raft message, exactly as before snapshots were streamed.
     Raft(Message),
     /// A snapshot frame.
     Snapshot(Frame),
+    /// The dialer is alive and has nothing to say.
+    Ping,
 }
+
+/// The ping line, without its `\n`.
+pub(crate) const PING: &[u8] = br#"{"ping":{}}"#;
+
+/// `{"ping": {}}` on the way in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PingIn {
+    ping: Empty,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
 
 /// `{"snapshot": frame}` on the way out.
 #[derive(Serialize)]
@@ -197,10 +214,16 @@ pub(crate) fn write_ack<W: Write>(out: &mut W, ack: &Ack) -> io::Result<()> {
 }
 
 /// Parses one line from a peer connection (without its `\n`): a snapshot frame if its
-/// first key is `"snapshot"`, a Raft message otherwise. Looking at the first key
-/// costs a few bytes, where trying one parse and then the other would read a
-/// megabyte chunk twice. A frame's numbers are checked against [`MAX_SNAPSHOT`].
+/// first key is `"snapshot"`, a ping if it is `"ping"`, a Raft message otherwise.
+/// Looking at the first key costs a few bytes, where trying one parse and then the
+/// other would read a megabyte chunk twice. A frame's numbers are checked against
+/// [`MAX_SNAPSHOT`].
 pub(crate) fn parse_peer_line(line: &[u8]) -> Result<PeerLine, String> {
+    if first_key_is(line, b"ping") {
+        return serde_json::from_slice(line)
+            .map(|PingIn { ping: Empty {} }| PeerLine::Ping)
+            .map_err(|e| format!("not a ping: {e}"));
+    }
     if !first_key_is(line, b"snapshot") {
         return serde_json::from_slice(line)
             .map(PeerLine::Raft)

@@ -1,8 +1,8 @@
 //! The frame codec on its own, then the two sides of a transfer against each other
-//! over real loopback TCP: a leader's replicator reading from a snapshot store in one
-//! temporary directory, a follower's peer reader writing into another, and between
-//! them a proxy that can cut the connection, damage a chunk or hold the follower's
-//! answers back.
+//! over real loopback TCP, authenticated by the peer handshake as on a node: a
+//! leader's replicator reading from a snapshot store in one temporary directory, a
+//! follower's peer reader writing into another, and between them a proxy that can
+//! cut the connection, damage a chunk or hold the follower's answers back.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -26,6 +26,7 @@ use crate::{
     replica::Snapshot,
     server::{
         budget::Budget,
+        peer_auth::{self, Auth, PeerStream},
         peer_port::{read_peer, Inbound, MAX_PEER_LINE},
         replicator::{self, Link, Tuning},
         shared::Input,
@@ -107,7 +108,7 @@ fn line_of(frame: &Frame) -> Vec<u8> {
 fn parse_frame(line: &[u8]) -> Frame {
     match parse_peer_line(line).unwrap() {
         PeerLine::Snapshot(frame) => frame,
-        PeerLine::Raft(m) => panic!("parsed as a Raft message: {m}"),
+        other => panic!("parsed as {other:?}"),
     }
 }
 
@@ -172,7 +173,23 @@ fn raft_messages_still_parse_as_before() {
     let line = serde_json::to_vec(&message).unwrap();
     match parse_peer_line(&line).unwrap() {
         PeerLine::Raft(m) => assert_eq!(m, message),
-        PeerLine::Snapshot(f) => panic!("parsed as a frame: {f:?}"),
+        other => panic!("parsed as {other:?}"),
+    }
+    assert!(matches!(parse_peer_line(PING), Ok(PeerLine::Ping)));
+    assert!(matches!(
+        parse_peer_line(br#" { "ping" : { } }"#),
+        Ok(PeerLine::Ping)
+    ));
+    for bad in [
+        &br#"{"ping":{"x":1}}"#[..],
+        br#"{"ping":{},"x":1}"#,
+        br#"{"ping":null}"#,
+    ] {
+        assert!(
+            parse_peer_line(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -346,29 +363,37 @@ fn forward_lines(
     let mut reader = BufReader::new(leader);
     let mut buf = Vec::new();
     let mut forwarded = 0;
+    // The handshake's hello and proof go through as they are.
+    let mut handshake = 2;
     while let Ok(Line::Complete) = read_line(&mut reader, &mut buf, MAX_PEER_LINE) {
-        let line = match parse_peer_line(&buf).unwrap() {
-            PeerLine::Raft(_) => {
-                seen.lock().unwrap().push(Seen::Raft);
-                buf.clone()
-            }
-            PeerLine::Snapshot(Frame::Offer(_)) => {
-                seen.lock().unwrap().push(Seen::Offer { conn });
-                buf.clone()
-            }
-            PeerLine::Snapshot(Frame::Chunk(mut chunk)) => {
-                let number = chunks.fetch_add(1, Ordering::SeqCst);
-                seen.lock().unwrap().push(Seen::Chunk {
-                    conn,
-                    offset: chunk.offset,
-                    len: chunk.data.len(),
-                });
-                let mut corrupt = rules.corrupt_chunk.lock().unwrap();
-                if *corrupt == Some(number) {
-                    *corrupt = None;
-                    chunk.data[7] ^= 0x20;
+        let line = if handshake > 0 {
+            handshake -= 1;
+            buf.clone()
+        } else {
+            match parse_peer_line(&buf).unwrap() {
+                PeerLine::Raft(_) => {
+                    seen.lock().unwrap().push(Seen::Raft);
+                    buf.clone()
                 }
-                line_of(&Frame::Chunk(chunk))
+                PeerLine::Ping => buf.clone(),
+                PeerLine::Snapshot(Frame::Offer(_)) => {
+                    seen.lock().unwrap().push(Seen::Offer { conn });
+                    buf.clone()
+                }
+                PeerLine::Snapshot(Frame::Chunk(mut chunk)) => {
+                    let number = chunks.fetch_add(1, Ordering::SeqCst);
+                    seen.lock().unwrap().push(Seen::Chunk {
+                        conn,
+                        offset: chunk.offset,
+                        len: chunk.data.len(),
+                    });
+                    let mut corrupt = rules.corrupt_chunk.lock().unwrap();
+                    if *corrupt == Some(number) {
+                        *corrupt = None;
+                        chunk.data[7] ^= 0x20;
+                    }
+                    line_of(&Frame::Chunk(chunk))
+                }
             }
         };
         if follower
@@ -487,10 +512,11 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
     let follower_addr = listener.local_addr().unwrap();
     let (follower_tx, follower_inbox) = bounded(1024);
     let inbound = Arc::new(Inbound {
-        id: FOLLOWER,
+        auth: Arc::new(Auth::test(FOLLOWER)),
         inbox: follower_tx,
         budget: Arc::new(Budget::new(usize::MAX)),
         store: follower_store.clone(),
+        gate: Default::default(),
     });
     thread::spawn(move || {
         for stream in listener.incoming() {
@@ -504,6 +530,7 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
     let (leader_tx, leader_inbox) = bounded(1024);
     let link = Link {
         peer: FOLLOWER,
+        auth: Arc::new(Auth::test(LEADER)),
         addr: proxy.addr.to_string(),
         inbox: leader_tx,
         store: leader_store,
@@ -831,6 +858,7 @@ fn an_install_snapshot_for_an_unreachable_peer_is_reported() {
     let (inbox, reports) = bounded(16);
     let link = Link {
         peer: FOLLOWER,
+        auth: Arc::new(Auth::test(LEADER)),
         addr: closed.to_string(),
         inbox,
         store,
@@ -856,10 +884,11 @@ fn the_receiver_answers_misbehaving_frames_without_panicking() {
     let store = Storage::open(dir.path()).unwrap().0.snapshot_store();
     let (inbox, follower_inbox) = bounded(16);
     let inbound = Arc::new(Inbound {
-        id: FOLLOWER,
+        auth: Arc::new(Auth::test(FOLLOWER)),
         inbox,
         budget: Arc::new(Budget::new(usize::MAX)),
         store: store.clone(),
+        gate: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -894,13 +923,16 @@ fn the_receiver_answers_misbehaving_frames_without_panicking() {
         term: TERM,
         size,
     });
+    // A leader's connection: the handshake, then frames out and acknowledgements in.
     let connect = || {
         let stream = TcpStream::connect(addr).unwrap();
+        let mut conn = BufReader::new(PeerStream::new(stream.try_clone().unwrap()));
+        peer_auth::dial(&Auth::test(LEADER), FOLLOWER, &mut conn).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        (stream.try_clone().unwrap(), BufReader::new(stream))
+        (stream, conn)
     };
     let send = |out: &mut TcpStream, frame: &Frame| write_frame(out, frame).unwrap();
-    let ack = |acks: &mut BufReader<TcpStream>| {
+    let ack = |acks: &mut BufReader<PeerStream>| {
         let mut line = String::new();
         acks.read_line(&mut line).unwrap();
         parse_ack_line(line.trim_end().as_bytes()).unwrap().status
