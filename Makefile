@@ -1,12 +1,15 @@
 # raftkv — build, test, and a three-node cluster on this machine.
 #
 #   make cluster     build, start 3 nodes in the background, wait for a leader
+#                    (the first time it also writes cluster.json, with a random cluster
+#                    name, and the cluster secret $(DATA)/secret that every node is
+#                    started with: --secret-file)
 #   make repl        interactive client on that cluster
 #   make status      every node's view of the cluster
 #   make kill-leader SIGKILL the current leader (watch a failover)
 #   make restart 2   restart node 2 (also: make restart N=2)
 #   make stop        stop the nodes this Makefile started (by pid file)
-#   make clean       stop, then remove data and logs
+#   make clean       stop, then remove data, logs, the secret and cluster.json
 #   make run         the 3 nodes in the foreground, coloured logs, Ctrl-C stops all
 #   make test        every test (unit, simulation, real processes)
 #   make golden      rewrite the golden scripts' output (tests/scripts); review the diff
@@ -21,6 +24,8 @@ DATA    ?= cluster-data
 NODES   := 1 2 3
 # Extra `raftkv node` flags for every node, e.g. NODE_ARGS="--snapshot-entries 50"
 NODE_ARGS ?=
+# The cluster secret: peers must prove they know it (docs/protocol.md, the peer handshake)
+SECRET  ?= $(DATA)/secret
 RAFT_BASE   ?= 7000
 CLIENT_BASE ?= 8000
 # `make restart 2` as well as `make restart N=2`
@@ -44,8 +49,11 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# A random name keeps two clusters made here apart: a node refuses another
+# cluster's data directory, and peers refuse another cluster's handshake.
 $(CLUSTER):
-	@printf '{\n  "nodes": [\n' > $@
+	@printf '{\n  "cluster": "raftkv-%s",\n  "nodes": [\n' \
+	  "$$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" > $@
 	@for i in $(NODES); do \
 	  sep=','; [ $$i = 3 ] && sep=''; \
 	  printf '    { "id": %d, "raft": "127.0.0.1:%d", "client": "127.0.0.1:%d" }%s\n' \
@@ -54,18 +62,25 @@ $(CLUSTER):
 	@printf '  ]\n}\n' >> $@
 	@echo "wrote $@"
 
+# 32 random bytes as hex, created readable only by its owner (umask 077).
+$(SECRET):
+	@mkdir -p $(dir $@)
+	@(umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > $@; echo >> $@)
+	@echo "wrote $@ (the cluster secret, readable only by you)"
+
 # Shell snippet: starts node $$i in the background unless its pid file names a live process.
 START_NODE = mkdir -p $(DATA); \
 	if [ -f $(DATA)/n$$i.pid ] && kill -0 $$(cat $(DATA)/n$$i.pid) 2>/dev/null; then \
 	  echo "n$$i already running (pid $$(cat $(DATA)/n$$i.pid))"; \
 	else \
 	  ulimit -n $$(ulimit -Hn) 2>/dev/null; \
-	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i $(NODE_ARGS) \
+	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
+	    --secret-file $(SECRET) $(NODE_ARGS) \
 	    >>$(DATA)/n$$i.log 2>&1 < /dev/null & echo $$! > $(DATA)/n$$i.pid; \
 	  echo "started n$$i (pid $$(cat $(DATA)/n$$i.pid)), log $(DATA)/n$$i.log"; \
 	fi
 
-cluster: build $(CLUSTER)
+cluster: build $(CLUSTER) $(SECRET)
 	@for i in $(NODES); do $(START_NODE); done
 	@echo "waiting for a leader..."
 	@for t in $$(seq 1 100); do \
@@ -99,7 +114,7 @@ stop:
 	done
 
 clean: stop
-	rm -rf $(DATA) $(CLUSTER)
+	rm -rf $(DATA) $(CLUSTER) $(SECRET)
 
 kill-leader: $(CLUSTER)
 	@leader=$$($(BIN) status --cluster $(CLUSTER) --json 2>/dev/null | grep '"role":"leader"' \
@@ -109,7 +124,7 @@ kill-leader: $(CLUSTER)
 	if [ -z "$$pid" ]; then echo "n$$leader was not started by make cluster"; exit 1; fi; \
 	kill -KILL $$pid && rm -f $(DATA)/n$$leader.pid && echo "killed leader n$$leader (pid $$pid) with SIGKILL; restart it with: make restart $$leader"
 
-restart: build $(CLUSTER)
+restart: build $(CLUSTER) $(SECRET)
 	@case "$(N)" in 1|2|3) ;; *) echo "usage: make restart N   (N = 1, 2 or 3)"; exit 2;; esac
 	@f=$(DATA)/n$(N).pid; if [ -f $$f ] && kill -0 $$(cat $$f) 2>/dev/null; then \
 	  kill -TERM $$(cat $$f); while kill -0 $$(cat $$f) 2>/dev/null; do sleep 0.1; done; rm -f $$f; fi
@@ -123,12 +138,13 @@ endif
 
 # Ctrl-C reaches every process of the terminal's group: the nodes shut down cleanly, while
 # the shell and the prefixing seds ignore it and finish once the nodes' output ends.
-run: build $(CLUSTER)
+run: build $(CLUSTER) $(SECRET)
 	@mkdir -p $(DATA)
 	@trap '' INT TERM; \
 	for i in $(NODES); do \
 	  color=$$((30 + $$i)); \
-	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i $(NODE_ARGS) ) 2>&1 \
+	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
+	      --secret-file $(SECRET) $(NODE_ARGS) ) 2>&1 \
 	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" & \
 	done; \
 	wait

@@ -4,6 +4,7 @@
 //! ```text
 //!                  +--------------------------- one node ----------------------------+
 //!  peers --TCP-->  | raft listener --> peer reader per connection --------+          |
+//!                  |   (handshake first: peer_auth, peer_gate)           |          |
 //!  clients -TCP->  | client listener --> client reader per connection ---+          |
 //!                  |                      |  one slot per request, in order|          |
 //!                  |                      v                               |          |
@@ -60,6 +61,7 @@
 //! | committed entries applied in one turn | 4,096 entries, 4 MiB | `raft::Config::max_apply_*`, `replica::turn` |
 //! | one peer's queue | 1,024 messages, 16 MiB of entries | `replicator::QUEUE_BYTES` |
 //! | a line being read | `--max-line-bytes` (8 MiB) per client connection, 64 MiB per peer | `codec` |
+//! | connections on the raft port | 16 in the handshake (2 s each, the oldest evicted), one per member, 256 in all | `peer_gate`, `peer_port` |
 //!
 //! A reader that finds no room waits before it queues (its connection's bytes first,
 //! then the node's), and its client is slowed by TCP; nothing is refused for being
