@@ -92,7 +92,7 @@ impl Hostile {
     pub fn new(config: HostileConfig, seed: u64, members: &[NodeId]) -> Hostile {
         Hostile {
             config,
-            // Its own stream: the run's RNG draws exactly what it would without us.
+            // Its own stream: without hostile messages, the run draws what it always did.
             rng: StdRng::seed_from_u64(seed ^ 0x686f_7374_696c_6521),
             members: members.to_vec(),
         }
