@@ -14,6 +14,7 @@
 #   make test        every test (unit, simulation, real processes)
 #   make golden      rewrite the golden scripts' output (tests/scripts); review the diff
 #   make sim         long simulation soak (SEEDS=100000 by default)
+#   make sim-hostile long soak of the hostile sweep, both modes (SEEDS=100000 by default)
 #   make bench       the benchmark table of docs/benchmarks.md against `make cluster`
 
 CARGO   ?= cargo
@@ -31,7 +32,7 @@ CLIENT_BASE ?= 8000
 # `make restart 2` as well as `make restart N=2`
 N ?= $(word 2,$(MAKECMDGOALS))
 
-.PHONY: build test golden sim cluster repl status stop clean run kill-leader restart bench fmt lint
+.PHONY: build test golden sim sim-hostile cluster repl status stop clean run kill-leader restart bench fmt lint
 
 build:
 	$(CARGO) build --release
@@ -41,6 +42,9 @@ test:
 
 sim:
 	RAFTKV_SEEDS=$(SEEDS) $(CARGO) test --release --test sim_sweep -- --ignored --nocapture soak
+
+sim-hostile:
+	RAFTKV_SEEDS=$(SEEDS) $(CARGO) test --release --test sim_hostile -- --ignored --nocapture soak
 
 fmt:
 	$(CARGO) fmt

@@ -90,6 +90,18 @@
 //! starts below the follower's commit index is answered with the commit index (those
 //! entries are the same everywhere, and may be compacted).
 //!
+//! **Validation** (validate.rs). A message reaches the handlers above only if it keeps
+//! every rule of `validate.rs`: addressed to this node by another member; a term no
+//! higher than `MAX_TERM` (2^62) and at most `MAX_TERM_JUMP` (2^32) beyond ours;
+//! possible log positions; an append's entries consecutive after its base, their terms
+//! in order and no later than the message's; hints within the append they answer; one
+//! leader per term; no contradiction of an entry this node knows is committed; answers
+//! only about entries and read rounds this leader sent. A message that breaks one is
+//! dropped whole, unanswered, and reported in `Ready::violations`. Honest members never
+//! break them (the simulator fails any honest run that reports one); what they stop is
+//! a buggy or forged member taking others down. A node at `MAX_TERM` no longer
+//! campaigns (`Ready::campaign_refused`), so no term arithmetic ever wraps.
+//!
 //! ## Not implemented yet (honest list)
 //! - Membership changes (§6): the member set is fixed at start.
 //! - Leadership transfer (thesis §3.10) and leader leases for reads without a round trip.
@@ -99,18 +111,26 @@
 //! - Election safety: at most one leader per term.
 //! - Log matching: two logs with an entry of the same index and term agree before it.
 //! - Leader completeness: a committed entry is in every later leader's log.
-//! - Committed entries are never truncated (asserted in `handle_append`).
+//! - Committed entries are never truncated (asserted in `handle_append`; validate.rs
+//!   refuses every message that would, so only a bug of the core can trip it).
+//! - No node takes or starts a term beyond `MAX_TERM`.
+//!
+//! The asserts in the core guard these, the node's own invariants, only: nothing a
+//! message contains reaches an assert, a panic or an index that can fail, because
+//! validate.rs checks it first.
 
 mod log;
 mod node;
 mod progress;
 mod role;
 mod types;
+mod validate;
 
 pub use log::Log;
 pub use node::{Config, NotLeader, RaftNode, ReadId, Ready};
 pub use role::Role;
 pub use types::*;
+pub use validate::{Rule, Violation, MAX_INDEX, MAX_TERM, MAX_TERM_JUMP};
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use super::{
     log::Log,
     progress::{Progress, ProgressState},
     role::{LeaderState, PendingRead, Role, RoleState, Tally, Votes},
+    validate::{self, Receiver, Violation, MAX_TERM},
     AppendResult, Body, Entry, HardState, Index, Message, NodeId, Payload, SnapshotMeta, Term,
 };
 use crate::kv::Command;
@@ -92,6 +93,14 @@ pub struct Ready {
     /// it durable (with the log reset to start after it) before anything of this
     /// `Ready` leaves, and restores the state machine from it instead of applying.
     pub installed: Option<SnapshotMeta>,
+    /// Messages refused for breaking a rule of `validate.rs`, for the runtime to log.
+    /// They ask nothing of the caller, so [`Ready::is_empty`] ignores them.
+    pub violations: Vec<Violation>,
+    /// The election timer fired, but this node's term is [`MAX_TERM`], so it did not
+    /// campaign: there is no later term to campaign in. Only a peer's absurd term puts
+    /// a node there; the runtime says so, since this node can never lead again.
+    /// Like `violations`, a report only.
+    pub campaign_refused: bool,
 }
 
 impl Ready {
@@ -159,6 +168,10 @@ pub struct RaftNode {
     aborted_from: Option<Index>,
     /// A snapshot installed since the last `Ready`.
     installed: Option<SnapshotMeta>,
+    /// Messages refused since the last `Ready`.
+    violations: Vec<Violation>,
+    /// A campaign was refused at [`MAX_TERM`] since the last `Ready`.
+    campaign_refused: bool,
 }
 
 impl RaftNode {
@@ -204,6 +217,8 @@ impl RaftNode {
             failed_reads: Vec::new(),
             aborted_from: None,
             installed: None,
+            violations: Vec::new(),
+            campaign_refused: false,
         };
         node.reset_election_timer();
         node
@@ -235,6 +250,11 @@ impl RaftNode {
     pub fn snapshot(&self) -> SnapshotMeta {
         self.snapshot
     }
+    /// A snapshot from the leader installed since the last [`Ready`], which will hand
+    /// it out as `Ready::installed`.
+    pub fn installing(&self) -> Option<SnapshotMeta> {
+        self.installed
+    }
     pub fn commit_index(&self) -> Index {
         self.commit
     }
@@ -248,6 +268,10 @@ impl RaftNode {
     }
     pub fn last_index(&self) -> Index {
         self.log.last_index()
+    }
+    /// The latest ReadIndex round this node started (followers echo it back).
+    pub fn read_round(&self) -> u64 {
+        self.read_round
     }
     pub fn log(&self) -> &Log {
         &self.log
@@ -403,9 +427,27 @@ impl RaftNode {
         }
     }
 
-    /// Handles one message from a peer.
+    /// Whether `m` keeps every rule of `validate.rs` given this node's state: `step`
+    /// acts on a message only if it does. Pure, so a caller may ask first.
+    pub fn validate(&self, m: &Message) -> Result<(), Violation> {
+        let receiver = Receiver {
+            id: self.id,
+            peers: &self.peers,
+            term: self.term,
+            commit: self.commit,
+            log: &self.log,
+            leader: self.leader(),
+            leading: self.is_leader(),
+            read_round: self.read_round,
+        };
+        validate::check(m, &receiver)
+    }
+
+    /// Handles one message from a peer. A message that breaks a rule of `validate.rs`
+    /// is dropped whole and reported in `Ready::violations`.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || !self.peers.contains(&m.from) {
+        if let Err(violation) = self.validate(&m) {
+            self.violations.push(violation);
             return;
         }
         match m.body {
@@ -521,6 +563,8 @@ impl RaftNode {
             failed_reads: std::mem::take(&mut self.failed_reads),
             aborted_from: self.aborted_from.take(),
             installed: self.installed.take(),
+            violations: std::mem::take(&mut self.violations),
+            campaign_refused: std::mem::take(&mut self.campaign_refused),
         }
     }
 
@@ -558,6 +602,11 @@ impl RaftNode {
     /// Pre-vote: ask whether we could win before raising our term, so a node that was
     /// cut off cannot disrupt a healthy leader when it returns.
     fn become_pre_candidate(&mut self) {
+        if self.term >= MAX_TERM {
+            // There is no next term: wait as a follower, and say why nothing happens.
+            self.campaign_refused = true;
+            return self.become_follower(self.term, None);
+        }
         if self.start_campaign(RoleState::PreCandidate) == Tally::Won {
             return self.become_candidate();
         }
@@ -565,7 +614,7 @@ impl RaftNode {
         for peer in self.peers.clone() {
             self.send_with_term(
                 peer,
-                self.term + 1,
+                self.term + 1, // at most MAX_TERM: checked above
                 Body::PreVote {
                     last_index,
                     last_term,
@@ -576,6 +625,10 @@ impl RaftNode {
 
     /// §5.2: new term, vote for self, ask everyone.
     fn become_candidate(&mut self) {
+        assert!(
+            self.term < MAX_TERM,
+            "a pre-vote is only started below the term limit"
+        );
         self.term += 1;
         self.voted_for = Some(self.id);
         self.hard_state_dirty = true;
@@ -647,7 +700,7 @@ impl RaftNode {
         if !granted && term > self.term {
             return self.become_follower(term, None);
         }
-        if granted && term != self.term + 1 {
+        if granted && Some(term) != self.term.checked_add(1) {
             return;
         }
         let quorum = self.quorum();
@@ -726,6 +779,9 @@ impl RaftNode {
                         Some(t) if t == entry.term => continue,
                         Some(_) => {
                             // Only a conflicting suffix is cut, never matching entries.
+                            // The entries follow `prev_index`, which is at or past the
+                            // commit index, and validate.rs refuses a message naming
+                            // another committed entry: no input reaches this assert.
                             assert!(entry.index > self.commit, "a committed entry conflicts");
                             self.log.truncate_from(entry.index);
                             self.log.append(entry);
@@ -780,7 +836,6 @@ impl RaftNode {
     }
 
     fn handle_append_response(&mut self, from: NodeId, result: AppendResult, read_round: u64) {
-        let last = self.log.last_index();
         let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
@@ -790,7 +845,8 @@ impl RaftNode {
         pr.heard_from(read_round);
         match result {
             AppendResult::Match(index) => {
-                if pr.on_match(index.min(last)) {
+                // At most our last index: validate.rs drops any other answer.
+                if pr.on_match(index) {
                     self.maybe_commit();
                 }
                 self.send_entries(from);

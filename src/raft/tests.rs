@@ -781,3 +781,5 @@ fn with_the_default_limits_a_small_backlog_is_one_slice() {
     assert_eq!(n.ready().committed.len(), 100);
     assert!(!n.has_unapplied());
 }
+
+mod validation;

@@ -36,7 +36,7 @@ use crate::{
     protocol::ErrorCode,
     raft::{
         Body, Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, Role,
-        SnapshotMeta, Term,
+        SnapshotMeta, Term, Violation,
     },
 };
 
@@ -205,6 +205,12 @@ pub struct ReplicaReady<T> {
     /// Entries compaction removed from memory: freeing a large batch of them takes a
     /// while, so the runtime may free them off the state thread.
     pub removed_entries: Vec<Entry>,
+    /// Peer messages refused for breaking a rule of the core's validation (see
+    /// [`crate::raft::Violation`]), for the runtime to report. Nothing to act on.
+    pub violations: Vec<Violation>,
+    /// The election timer fired but the term is [`crate::raft::MAX_TERM`]: this node
+    /// did not campaign and never will (see [`crate::raft::Ready::campaign_refused`]).
+    pub campaign_refused: bool,
 }
 
 impl<T> ReplicaReady<T> {
@@ -348,8 +354,14 @@ impl<T> Replica<T> {
             Input::Peer(message) => self.step(message),
             Input::PeerSnapshot { message, snapshot } => {
                 if matches!(message.body, Body::InstallSnapshot { meta } if meta == snapshot.meta) {
-                    self.incoming = Some(snapshot);
+                    let before = self.node.installing();
                     self.step(message);
+                    // Keep the data only if the core installed this snapshot just now: one
+                    // it ignored (old, refused, stale) must not take the place of one it
+                    // installed earlier in the batch.
+                    if self.node.installing() != before {
+                        self.incoming = Some(snapshot);
+                    }
                 }
             }
             Input::SnapshotSaved(meta) => self.snapshot_saved(meta),
@@ -609,6 +621,8 @@ impl<T> Replica<T> {
             take_snapshot: self.maybe_take_snapshot(),
             compact_to: self.compact_to.take(),
             removed_entries: std::mem::take(&mut self.removed_entries),
+            violations: ready.violations,
+            campaign_refused: ready.campaign_refused,
         }
     }
 
@@ -743,5 +757,51 @@ fn lost_leadership() -> Outcome {
         message: "leadership changed before the write committed; it may or may not take effect"
             .into(),
         leader: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install(index: Index, term: Term, members: &[NodeId]) -> Input<u32> {
+        let meta = SnapshotMeta { index, term };
+        let message = Message {
+            from: 1,
+            to: 2,
+            term: 2,
+            body: Body::InstallSnapshot { meta },
+        };
+        let snapshot = Snapshot {
+            meta,
+            members: members.to_vec(),
+            store: Store::new(),
+        };
+        Input::PeerSnapshot { message, snapshot }
+    }
+
+    #[test]
+    fn a_snapshot_ignored_in_a_batch_keeps_the_data_of_the_one_installed() {
+        // Two InstallSnapshots in one batch, the newer first (the network reordered them):
+        // the older is ignored, and must not take the place of the data installed.
+        let hard_state = HardState {
+            term: 2,
+            voted_for: None,
+        };
+        let mut r: Replica<u32> = Replica::new(
+            2,
+            &[1, 2, 3],
+            ReplicaConfig::default(),
+            2,
+            hard_state,
+            None,
+            Vec::new(),
+        );
+        r.feed(install(5, 2, &[1, 2, 3]));
+        r.feed(install(3, 1, &[9]));
+        let ready = r.ready();
+        let installed = ready.installed.expect("the newer snapshot is installed");
+        assert_eq!(installed.meta, SnapshotMeta { index: 5, term: 2 });
+        assert_eq!(installed.members, [1, 2, 3]);
     }
 }

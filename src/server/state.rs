@@ -5,7 +5,7 @@
 //! simulator runs. What is particular to a real node lives here, in [`NodeIo`]: the
 //! WAL behind [`Durable`], the replicators' queues behind [`Transport`], the
 //! connections' reply channels behind [`Replies`], and log lines for role, term and
-//! leader changes behind [`Observer`].
+//! leader changes, and for peer messages the core refused, behind [`Observer`].
 //!
 //! **How long a turn takes is bounded, whatever the input.** A turn writes and syncs
 //! what its batch produced, and ticks, heartbeats and elections wait for it (a tick is
@@ -40,14 +40,14 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::{
-    logging::{self, debug, error, info, warning, Level},
+    logging::{self, debug, error, info, warning, Level, Throttle},
     replicator::PeerQueue,
     reply_queue::ReplyTo,
     shared::{input_bytes, message_bytes, Input, Shared, StateWatch},
 };
 use crate::{
     error::Error,
-    raft::{Body, Entry, HardState, Index, Message, NodeId, Role, Term},
+    raft::{Body, Entry, HardState, Index, Message, NodeId, Role, Term, Violation, MAX_TERM},
     replica::{
         turn::{self, Durable, Halt, Observer, Replies, Transport},
         Outcome, Replica, ReplicaReady, Snapshot,
@@ -68,6 +68,10 @@ pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// An fsync slower than this is worth a warning.
 const SLOW_SYNC: Duration = Duration::from_millis(50);
+/// At most one line per this interval for each kind of report a peer can cause at will
+/// (protocol violations, a campaign refused at the term limit): a hostile peer must not
+/// be able to flood the log.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Fault injection for tests: every sync by a node while it leads takes this many
 /// milliseconds longer (a busy disk under the leader only, the case keepalives are for).
 pub(crate) const FAULT_LEADER_SYNC_MS: &str = "RAFTKV_FAULT_LEADER_SYNC_MS";
@@ -106,6 +110,10 @@ impl StateLoop {
                 logged: seen,
                 seen,
                 backlog: false,
+                violations: Vec::new(),
+                violation_log: Throttle::new(REPORT_EVERY),
+                campaign_refused: false,
+                campaign_refused_log: Throttle::new(REPORT_EVERY),
                 watch: Arc::clone(&shared.watch),
                 leader_sync_delay: std::env::var(FAULT_LEADER_SYNC_MS)
                     .ok()
@@ -217,6 +225,12 @@ struct NodeIo {
     /// As last observed: committed entries wait to be applied (`turn::has_more`), so
     /// the next turn must not wait for input.
     backlog: bool,
+    /// Peer messages the core refused during the turn, logged after it.
+    violations: Vec<Violation>,
+    violation_log: Throttle,
+    /// The core refused to campaign at the term limit during the turn.
+    campaign_refused: bool,
+    campaign_refused_log: Throttle,
     /// Tells the replicators when this thread waits for the disk, and whether it leads.
     watch: Arc<StateWatch>,
     /// See [`FAULT_LEADER_SYNC_MS`].
@@ -224,9 +238,29 @@ struct NodeIo {
 }
 
 impl NodeIo {
-    /// Logs role, term and leader changes seen during the turn (after it, so no log
-    /// line is written while the state mutex is held).
+    /// Logs role, term and leader changes seen during the turn, and what the core
+    /// refused (after the turn, so no log line is written while the state mutex is held).
     fn log_changes(&mut self) {
+        for v in self.violations.drain(..) {
+            if let Some(suppressed) = self.violation_log.allow() {
+                warning!(
+                    "protocol violation from n{}: {v}{}",
+                    v.from,
+                    more(suppressed)
+                );
+            }
+        }
+        if std::mem::take(&mut self.campaign_refused) {
+            if let Some(suppressed) = self.campaign_refused_log.allow() {
+                warning!(
+                    "election timeout, but term {} is the highest there may be ({MAX_TERM}): \
+                     this node will not campaign again; only a peer's absurd term gets a \
+                     node here{}",
+                    self.seen.term,
+                    more(suppressed)
+                );
+            }
+        }
         let (before, now) = (self.logged, self.seen);
         self.logged = now;
         if now.term != before.term {
@@ -388,7 +422,9 @@ impl Replies<ReplyTo> for NodeIo {
 }
 
 impl Observer<ReplyTo> for NodeIo {
-    fn observe(&mut self, replica: &Replica<ReplyTo>, _: &ReplicaReady<ReplyTo>) {
+    fn observe(&mut self, replica: &Replica<ReplyTo>, ready: &ReplicaReady<ReplyTo>) {
+        self.violations.extend(ready.violations.iter().cloned());
+        self.campaign_refused |= ready.campaign_refused;
         self.seen = Seen::of(replica);
         self.backlog = turn::has_more(replica);
         let leading = self.seen.role == Role::Leader;
@@ -414,6 +450,14 @@ impl Seen {
             leader: n.leader(),
             last: (n.last_index(), n.log().last_term()),
         }
+    }
+}
+
+/// ` (N more since the last line)` after a throttled line, when lines were suppressed.
+fn more(suppressed: u64) -> String {
+    match suppressed {
+        0 => String::new(),
+        n => format!(" ({n} more since the last line)"),
     }
 }
 

@@ -1,9 +1,12 @@
 //! The randomized sweep: one seed picks a cluster size, a fault mix and a client load;
 //! the run must keep every invariant, recover once faults stop, and leave a
-//! linearizable history.
+//! linearizable history. The hostile sweep runs the same seeds with hand-made messages
+//! thrown at the nodes ([`super::hostile`]).
 
-use super::{FaultConfig, NetworkConfig, Sim, SimConfig};
-use crate::kv::SessionLimits;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::{FaultConfig, HostileConfig, HostileMode, NetworkConfig, Sim, SimConfig};
+use crate::{kv::SessionLimits, raft::MAX_TERM};
 
 /// Ticks of faults and client load before the cluster is left to settle.
 pub const CHAOS_TICKS: u64 = 1500;
@@ -61,6 +64,12 @@ pub struct RunSummary {
     pub elections: u64,
     /// Messages sent.
     pub messages: u64,
+    /// Hostile messages thrown at the nodes.
+    pub hostile: u64,
+    /// Messages refused as protocol violations.
+    pub violations: u64,
+    /// Election timeouts at which a node at the term limit did not campaign.
+    pub campaigns_refused: u64,
 }
 
 /// Runs one seed of the sweep. On failure, the error names the seed, gives the command
@@ -91,18 +100,87 @@ fn run_sim(sim: &mut Sim) -> Result<RunSummary, String> {
         return Err(sim.failure().expect("failed").to_string());
     }
     sim.settle(SETTLE_TICKS)?;
-    let history = sim.history();
-    crate::check::check(history)
+    crate::check::check(sim.history())
         .map_err(|v| format!("seed {}: history is not linearizable: {v}", sim.seed()))?;
+    Ok(summary(sim))
+}
+
+fn summary(sim: &Sim) -> RunSummary {
+    let history = sim.history();
     let ops_ok = history.iter().filter(|op| op.complete.is_some()).count();
-    Ok(RunSummary {
+    let stats = sim.stats();
+    RunSummary {
         nodes: sim.ids().len(),
         committed: sim.committed(),
         ops_ok,
         ops_unknown: history.len() - ops_ok,
         ops_refused: sim.clients.refused(),
         sessions_expired: sim.clients.expired(),
-        elections: sim.stats().elections_won,
-        messages: sim.stats().total_sent(),
-    })
+        elections: stats.elections_won,
+        messages: stats.total_sent(),
+        hostile: stats.hostile,
+        violations: stats.violations.values().sum(),
+        campaigns_refused: stats.campaigns_refused,
+    }
+}
+
+/// Per tick, the chance that each live node is thrown a hostile message in the hostile
+/// sweep: a few dozen per run, among thousands of honest messages.
+pub const HOSTILE_RATE: f64 = 0.02;
+
+/// The configuration of seed `seed` in the hostile sweep: the sweep's
+/// ([`chaos_config`]) with hostile messages of `mode`. One forged seed in four starts
+/// three terms below [`MAX_TERM`], where forged terms soon reach the limit and nobody
+/// may campaign any more.
+pub fn hostile_config(seed: u64, mode: HostileMode) -> SimConfig {
+    let mut cfg = chaos_config(seed);
+    cfg.hostile = Some(HostileConfig {
+        mode,
+        rate: HOSTILE_RATE,
+    });
+    if mode == HostileMode::Forged && seed % 4 == 3 {
+        cfg.start_term = MAX_TERM - 3;
+    }
+    cfg
+}
+
+/// Runs one seed of the hostile sweep. Malformed messages must change nothing: the run
+/// must pass everything an honest one does. With forged ones, only each node's own
+/// guarantees are checked, during the faulty phase (the cluster may never recover: a
+/// forger can commit entries that contradict the real leader's). A panic is a failure
+/// like any other; the error names the seed, the command that replays it and the last
+/// steps before it.
+pub fn run_hostile_seed(seed: u64, mode: HostileMode) -> Result<RunSummary, String> {
+    let run = |sim: &mut Sim| match mode {
+        HostileMode::Malformed => run_sim(sim),
+        HostileMode::Forged => match sim.run_ticks(CHAOS_TICKS) {
+            true => Ok(summary(sim)),
+            false => Err(sim.failure().expect("failed").to_string()),
+        },
+    };
+    let mut sim = Sim::new(hostile_config(seed, mode));
+    let error = match catch_unwind(AssertUnwindSafe(|| run(&mut sim))) {
+        Ok(Ok(summary)) => return Ok(summary),
+        Ok(Err(e)) => e,
+        Err(panic) => format!("seed {seed} panicked: {}", panic_text(panic.as_ref())),
+    };
+    let mut traced = hostile_config(seed, mode);
+    traced.trace = 80;
+    let mut sim = Sim::new(traced);
+    let _ = catch_unwind(AssertUnwindSafe(|| run(&mut sim)));
+    Err(format!(
+        "{error}\nreplay: RAFTKV_SEED={seed} RAFTKV_HOSTILE={} cargo test --release --test \
+         sim_hostile replay -- --ignored --nocapture\nlast steps:\n{}",
+        mode.as_str(),
+        sim.trace().join("\n")
+    ))
+}
+
+/// The text a panic was raised with.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not text)")
 }

@@ -16,9 +16,15 @@
 //! everything that reaches a node in one step (messages, client requests, the tick)
 //! is one batch, as the server's state thread batches its inbox. The simulator only
 //! plays the runtime: the disk, the network and the clients.
+//!
+//! Honest members never break a rule of the core's validation, so a run reports no
+//! protocol violation, or fails. With [`SimConfig::hostile`] set, [`hostile`] throws
+//! hand-made messages at the nodes instead, and the violations are counted
+//! ([`Stats::violations`]).
 
 mod chaos;
 mod clients;
+pub mod hostile;
 pub mod invariants;
 pub mod network;
 pub mod node;
@@ -32,14 +38,18 @@ use std::{
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-pub use chaos::{chaos_config, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS};
+pub use chaos::{
+    chaos_config, hostile_config, run_hostile_seed, run_seed, RunSummary, CHAOS_TICKS, SETTLE_TICKS,
+};
 use clients::Clients;
+use hostile::Hostile;
+pub use hostile::{HostileConfig, HostileMode};
 use invariants::Invariants;
 pub use network::{Links, NetworkConfig};
 use node::{CrashPoint, Requester, SimNode, TurnOutput};
 
 use crate::{
-    raft::{Body, Entry, Message, NodeId, Pos, Role, Term},
+    raft::{Body, Entry, Message, NodeId, Pos, Role, Rule, Term},
     replica::{ClientOp, Input, Outcome, Replica, ReplicaConfig, Snapshot},
 };
 
@@ -80,6 +90,10 @@ pub struct SimConfig {
     pub client_timeout_ticks: u64,
     /// Keep the last this many trace lines (0: no tracing, fastest).
     pub trace: usize,
+    /// Hand-made messages thrown at the nodes; `None` for an honest cluster.
+    pub hostile: Option<HostileConfig>,
+    /// The term every node starts in (as if it had been there before the run).
+    pub start_term: Term,
 }
 
 impl SimConfig {
@@ -98,6 +112,8 @@ impl SimConfig {
             // loses requests and replies, which TCP does not, so clients retry sooner.
             client_timeout_ticks: 40,
             trace: 0,
+            hostile: None,
+            start_term: 0,
         }
     }
 }
@@ -109,6 +125,12 @@ pub struct Stats {
     pub sent: BTreeMap<&'static str, u64>,
     /// Times a node became leader.
     pub elections_won: u64,
+    /// Hostile messages thrown at the nodes.
+    pub hostile: u64,
+    /// Messages refused as protocol violations, by the rule they broke.
+    pub violations: BTreeMap<Rule, u64>,
+    /// Election timeouts at which a node did not campaign: its term was at the limit.
+    pub campaigns_refused: u64,
 }
 
 impl Stats {
@@ -195,6 +217,8 @@ pub struct Sim {
     links: Links,
     invariants: Invariants,
     clients: Clients,
+    /// The generator of hostile messages, if the run has them.
+    hostile: Option<Hostile>,
     /// Replies to scripted requests ([`Sim::request`]), by request id.
     scripted: BTreeMap<u64, Option<Outcome>>,
     next_scripted: u64,
@@ -219,7 +243,11 @@ impl Sim {
             nodes: BTreeMap::new(),
             queue: BinaryHeap::new(),
             links: Links::default(),
-            invariants: Invariants::default(),
+            invariants: match cfg.hostile.map(|h| h.mode) {
+                Some(HostileMode::Forged) => Invariants::local_only(),
+                _ => Invariants::default(),
+            },
+            hostile: cfg.hostile.map(|h| Hostile::new(h, cfg.seed, &ids)),
             clients: Clients::new(
                 cfg.clients,
                 cfg.keys,
@@ -237,7 +265,9 @@ impl Sim {
             cfg,
         };
         for id in sim.ids.clone() {
-            sim.nodes.insert(id, SimNode::new(id));
+            let mut node = SimNode::new(id);
+            node.disk.hard_state.term = sim.cfg.start_term;
+            sim.nodes.insert(id, node);
             sim.start(id);
         }
         sim
@@ -479,6 +509,10 @@ impl Sim {
             if self.faults_enabled {
                 self.inject_faults();
             }
+            self.throw_hostile(&mut batches);
+            if self.failure.is_some() {
+                return;
+            }
             for &id in &self.ids {
                 if self.nodes[&id].is_up() {
                     batches.entry(id).or_default().push(Input::Tick);
@@ -568,6 +602,41 @@ impl Sim {
         }
     }
 
+    /// Throws each live node a hostile message, at the rate of the config, first in its
+    /// batch so that it meets the state it was made for. In the malformed mode, a
+    /// message the node would accept is a bug of the generator or of the validation.
+    fn throw_hostile(&mut self, batches: &mut BTreeMap<NodeId, Vec<Input<Requester>>>) {
+        let Some(hostile) = self.hostile.as_mut() else {
+            return;
+        };
+        let mut thrown = Vec::new();
+        for (&id, node) in &self.nodes {
+            let Some(replica) = node.replica.as_ref().filter(|_| hostile.strikes()) else {
+                continue;
+            };
+            let (message, snapshot) = hostile.message(replica.node());
+            let accepted = replica.node().validate(&message).is_ok();
+            thrown.push((id, message, snapshot, accepted));
+        }
+        let malformed_only =
+            self.hostile.as_ref().map(Hostile::mode) == Some(HostileMode::Malformed);
+        for (id, message, snapshot, accepted) in thrown {
+            if malformed_only && accepted {
+                return self.fail(format!(
+                    "the hostile generator made a message n{id} accepts, in the malformed \
+                     mode: {message}"
+                ));
+            }
+            self.stats.hostile += 1;
+            self.note(format!("hostile → n{id}: {message}"));
+            let input = match snapshot {
+                Some(snapshot) => Input::PeerSnapshot { message, snapshot },
+                None => Input::Peer(message),
+            };
+            batches.entry(id).or_default().insert(0, input);
+        }
+    }
+
     /// An event reaches its destination: a message or request becomes an input of its
     /// node's next turn (if the node is up and the link is not cut); a reply reaches
     /// its client.
@@ -646,8 +715,12 @@ impl Sim {
                     Requester::Client { .. } => {
                         let step = self.step;
                         let result = self.clients.on_reply(token, outcome, step);
+                        // Forged entries may answer clients anything: what the clients
+                        // are promised is a cluster-wide guarantee.
                         if let Err(e) = result {
-                            self.fail(e);
+                            if !self.invariants.is_local_only() {
+                                self.fail(e);
+                            }
                         }
                     }
                 }
@@ -671,7 +744,19 @@ impl Sim {
             elected,
             save,
             violation,
+            refused,
+            campaign_refused,
         } = node.turn(batch, crash_at, &mut self.invariants);
+        self.stats.campaigns_refused += u64::from(campaign_refused);
+        for v in refused {
+            if self.hostile.is_none() {
+                return self.fail(format!(
+                    "n{id} refused a message of an honest cluster: from n{}: {v}",
+                    v.from
+                ));
+            }
+            *self.stats.violations.entry(v.rule).or_default() += 1;
+        }
         if let Some(snapshot) = save {
             // Writing a snapshot takes a while on a background thread.
             let d = self.rng.gen_range(1..=3) * STEPS_PER_TICK;

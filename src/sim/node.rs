@@ -9,14 +9,22 @@
 //! after writing but before the fsync, after the fsync but before anything was sent,
 //! and between two messages of one batch, including a leader's messages sent before its
 //! own fsync.
+//!
+//! Each node also checks its own guarantees, which hold whatever its peers send (even
+//! forged messages from members' ids, see [`super::hostile`]): its term never passes
+//! [`MAX_TERM`], and an entry at or below its commit index is never truncated or
+//! replaced ([`CommitMark`]).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use rand::{rngs::StdRng, Rng};
 
-use super::invariants::{DurableLog, Invariants};
+use super::invariants::{payload_hash, DurableLog, Invariants};
 use crate::{
-    raft::{Entry, HardState, Index, Message, NodeId, Role, SnapshotMeta, Term},
+    raft::{
+        Entry, HardState, Index, Log, Message, NodeId, Role, SnapshotMeta, Term, Violation,
+        MAX_TERM,
+    },
     replica::{
         turn::{self, Durable, Halt, Observer, Replies, Transport},
         Input, Outcome, Replica, ReplicaConfig, ReplicaReady, Snapshot,
@@ -189,6 +197,59 @@ pub struct SimNode {
     pub restarts: u64,
     /// The term in which it was last seen leading, to check each new leadership once.
     led_term: Option<Term>,
+    /// The entry at its commit index when last observed, in this incarnation.
+    commit_mark: Option<CommitMark>,
+}
+
+/// The entry at a node's commit index, as last observed. Committed entries never change
+/// (§5.4), so while the node runs the entry must stay as it was, and nothing written
+/// later may replace an entry at or before it. Only compaction behind a snapshot (the
+/// node's own, or one installed from its leader, which covers it) removes it. A restart
+/// starts over: the commit index is not durable.
+#[derive(Clone, Copy, Debug)]
+struct CommitMark {
+    index: Index,
+    term: Term,
+    /// Hash of its payload (none for the log's base, whose term alone is known).
+    payload: Option<u64>,
+}
+
+impl CommitMark {
+    /// The mark of the entry at `index` of `log`.
+    fn at(log: &Log, index: Index) -> CommitMark {
+        CommitMark {
+            index,
+            term: log.term(index).unwrap_or_default(),
+            payload: log.get(index).map(|e| payload_hash(&e.payload)),
+        }
+    }
+
+    /// Whether the node whose log is now `log`, and whose turn handed out `written` to
+    /// persist, kept everything up to this mark.
+    fn check(&self, id: NodeId, log: &Log, written: &[Entry]) -> Result<(), String> {
+        if let Some(first) = written.first().filter(|e| e.index <= self.index) {
+            return Err(format!(
+                "n{id} rewrote {}@{}, at or below its commit index {}",
+                first.index, first.term, self.index
+            ));
+        }
+        if self.index < log.base().index {
+            return Ok(()); // compacted behind a snapshot that covers it
+        }
+        let now = CommitMark::at(log, self.index);
+        // The base keeps only its term: then the term is all there is to compare.
+        let payload_kept = match (self.payload, now.payload) {
+            (Some(before), Some(after)) => before == after,
+            _ => true,
+        };
+        if now.term != self.term || !payload_kept {
+            return Err(format!(
+                "n{id} changed its committed entry {}@{} (now {}@{})",
+                self.index, self.term, self.index, now.term
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What one turn produced for the world outside the node.
@@ -205,6 +266,10 @@ pub struct TurnOutput {
     pub save: Option<Snapshot>,
     /// A safety invariant broke.
     pub violation: Option<String>,
+    /// Messages the node refused as protocol violations.
+    pub refused: Vec<Violation>,
+    /// The node did not campaign: its term is at the limit.
+    pub campaign_refused: bool,
 }
 
 impl SimNode {
@@ -215,6 +280,7 @@ impl SimNode {
             disk: Disk::default(),
             restarts: 0,
             led_term: None,
+            commit_mark: None,
         }
     }
 
@@ -237,6 +303,7 @@ impl SimNode {
             self.disk.log.clone(),
         ));
         self.led_term = None;
+        self.commit_mark = None;
     }
 
     /// Crashes the node: the replica is gone, and of the writes not yet synced the
@@ -282,6 +349,7 @@ impl SimNode {
             disk: &mut self.disk,
             invariants: inv,
             led_term: &mut self.led_term,
+            commit_mark: &mut self.commit_mark,
             crash_at,
             out: TurnOutput::default(),
         };
@@ -299,6 +367,7 @@ struct TurnIo<'a> {
     disk: &'a mut Disk,
     invariants: &'a mut Invariants,
     led_term: &'a mut Option<Term>,
+    commit_mark: &'a mut Option<CommitMark>,
     crash_at: Option<CrashPoint>,
     out: TurnOutput,
 }
@@ -306,6 +375,25 @@ struct TurnIo<'a> {
 impl TurnIo<'_> {
     fn fail(&mut self, violation: String) {
         self.out.violation.get_or_insert(violation);
+    }
+
+    /// What holds for this node whatever its peers send: no term beyond the limit, and
+    /// committed entries kept.
+    fn check_own_guarantees(
+        &mut self,
+        replica: &Replica<Requester>,
+        ready: &ReplicaReady<Requester>,
+    ) -> Result<(), String> {
+        let term = replica.node().term();
+        if term > MAX_TERM {
+            return Err(format!("n{} is at term {term}, beyond {MAX_TERM}", self.id));
+        }
+        let node = replica.node();
+        if let Some(mark) = self.commit_mark {
+            mark.check(self.id, node.log(), &ready.entries)?;
+        }
+        *self.commit_mark = Some(CommitMark::at(node.log(), node.commit_index()));
+        Ok(())
     }
 }
 
@@ -370,8 +458,13 @@ impl Replies<Requester> for TurnIo<'_> {
 
 impl Observer<Requester> for TurnIo<'_> {
     /// State Machine Safety for what was applied; Election Safety and Leader
-    /// Completeness once per new leadership.
+    /// Completeness once per new leadership; and the node's own guarantees.
     fn observe(&mut self, replica: &Replica<Requester>, ready: &ReplicaReady<Requester>) {
+        self.out.refused.extend(ready.violations.iter().cloned());
+        self.out.campaign_refused |= ready.campaign_refused;
+        if let Err(e) = self.check_own_guarantees(replica, ready) {
+            self.fail(e);
+        }
         for entry in &ready.applied {
             if let Err(e) = self.invariants.on_apply(self.id, entry) {
                 self.fail(e);

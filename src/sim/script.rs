@@ -16,6 +16,9 @@
 //! - `n2 synced 2@1..4@1` (with `cluster ... disk`): what the turn made durable. A
 //!   leader's line follows its messages, since its appends leave before its own sync;
 //!   anyone else's precedes them.
+//! - `n2 ✗ protocol violation from n1: entries not consecutive: ...`: the node refused a
+//!   message that breaks a rule of the core's validation (`raft/validate.rs`) and did
+//!   nothing else with it; `n2 does not campaign: ...` when its term is at the limit.
 //! - In the output of `tick` (several ticks), `deliver` and `drop`, a line that repeats
 //!   is printed once, where it first appeared, with `×N` after it (a leader heartbeating
 //!   into a cut link for twenty ticks is one line per follower).
@@ -26,7 +29,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [snapshot=N] [session-timeout=MS] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `snapshot` takes a snapshot every N applied entries (saving it completes at once, and the log keeps N/4 entries behind it); `session-timeout` is the idle time after which client sessions expire, in ms of cluster time (a tick is 30 ms); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
+//! | `cluster nodes=N [leader=ID] [election=T] [heartbeat=T] [append-bytes=B] [snapshot=N] [session-timeout=MS] [term=T] [seed=S] [disk]` | a new cluster (first line); `leader` elects that node quietly; `term` starts every node in that term; `append-bytes` is the byte budget of one AppendEntries (`append-bytes=1`: one entry each); `snapshot` takes a snapshot every N applied entries (saving it completes at once, and the log keeps N/4 entries behind it); `session-timeout` is the idle time after which client sessions expire, in ms of cluster time (a tick is 30 ms); `disk` prints, after each turn, what the turn made durable (`n2 synced 2@1..4@1`) |
 //! | `campaign ID` | the node's election timer fires now: it starts a pre-vote |
 //! | `elect ID` | `campaign ID`, then only election messages are delivered until none is left; prints, instead of the trace, each round's answers, the outcome, and the node's last messages (a new leader's first appends, still in flight) |
 //! | `tick [ID...] [n=K] [deliver]` | K ticks (default 1) on the given nodes (default all live ones); with `deliver` the network works meanwhile: after each tick, messages are delivered until none is in flight |
@@ -43,6 +46,7 @@
 //! | `delete ID k...`, `get ID k... [stale]` | likewise |
 //! | `crash ID [at=before-sync\|after-sync\|message=K] [keep=N]` | crashes the node now, or arms a crash at that point of its next turn; `keep` unsynced writes survive (default 0) |
 //! | `restart ID` | restarts a crashed node from its disk |
+//! | `inject ID from=N KIND term=T [to=N] ...` | hands node ID a hand-made message as if it had just arrived (`append prev=4@2 entries=5@3,7@3 commit=9`, `append-response match=9`, `vote last=7@4`, ...; the syntax is in `script/inject.rs`) |
 //! | `status [ID...]` | one line per node |
 //! | `log [ID...]` | each node's log; `\|` marks its commit point (`1@1 noop \|`: all committed; a down node's log is what its disk holds) |
 //!
@@ -52,6 +56,8 @@
 //! under which only the timers the story wants fire. `RAFTKV_GOLDEN_ONLY=name` runs (or
 //! with `make golden`, rewrites) only the scripts whose file name contains `name`.
 
+mod inject;
+
 use std::collections::BTreeMap;
 
 use super::{
@@ -60,9 +66,9 @@ use super::{
     node::{CrashPoint, Requester, SimNode},
 };
 use crate::{
-    kv::{Command, Session, WriteOp},
+    kv::{Command, Session, Store, WriteOp},
     raft::{Body, Entry, Message, NodeId, Payload, Pos, Role, Term},
-    replica::{ClientOp, Input, Outcome, ReplicaConfig},
+    replica::{ClientOp, Input, Outcome, ReplicaConfig, Snapshot},
 };
 
 /// Runs a script and returns its text with every command's output in place (old
@@ -205,8 +211,16 @@ impl Cluster {
             config.sessions.timeout_ms = ms;
         }
         let ids: Vec<NodeId> = (1..=n).collect();
+        let start_term: Term = args.number("term")?.unwrap_or(0);
         let mut c = Cluster {
-            nodes: ids.iter().map(|&id| (id, SimNode::new(id))).collect(),
+            nodes: ids
+                .iter()
+                .map(|&id| {
+                    let mut node = SimNode::new(id);
+                    node.disk.hard_state.term = start_term;
+                    (id, node)
+                })
+                .collect(),
             ids,
             config,
             seed: args.number("seed")?.unwrap_or(0),
@@ -330,6 +344,7 @@ impl Cluster {
                 self.out.push(format!("n{id} restarts"));
                 self.status(&[id])?;
             }
+            "inject" => self.inject(args)?,
             "status" => self.status(&args.ids()?)?,
             "log" => self.logs(&args.ids()?)?,
             other => return Err(format!("unknown command {other:?}")),
@@ -574,6 +589,37 @@ impl Cluster {
         Input::Request(op, Requester::Script(number))
     }
 
+    /// `inject ID ...`: the node gets the message described as if it had just arrived.
+    /// An InstallSnapshot comes with the claimed sender's snapshot if it has that one,
+    /// else with an empty store (what a forger has).
+    fn inject(&mut self, args: &Args) -> Result<(), String> {
+        let id = args.one_id()?;
+        let m = inject::message(id, args)?;
+        if !self.node(id)?.is_up() {
+            return Err(format!("n{id} is down"));
+        }
+        self.out.push(format!("{m}  ✎ injected"));
+        let input = match m.body {
+            Body::InstallSnapshot { meta } => {
+                let theirs = self
+                    .nodes
+                    .get(&m.from)
+                    .and_then(|n| n.disk.snapshot.clone());
+                let snapshot = theirs.filter(|s| s.meta == meta).unwrap_or(Snapshot {
+                    meta,
+                    members: self.ids.clone(),
+                    store: Store::new(),
+                });
+                Input::PeerSnapshot {
+                    message: m,
+                    snapshot,
+                }
+            }
+            _ => Input::Peer(m),
+        };
+        self.turn(id, vec![input])
+    }
+
     fn crash(&mut self, args: &Args) -> Result<(), String> {
         let id = args.one_id()?;
         let keep: usize = args.number("keep")?.unwrap_or(0);
@@ -653,6 +699,16 @@ impl Cluster {
         let after = node.replica.as_ref().map(Look::of);
         if let Some(e) = output.violation {
             return Err(format!("VIOLATION: {e}"));
+        }
+        for v in &output.refused {
+            self.out
+                .push(format!("n{id} ✗ protocol violation from n{}: {v}", v.from));
+        }
+        if output.campaign_refused {
+            let term = after.map_or(0, |a| a.term);
+            self.out.push(format!(
+                "n{id} does not campaign: term {term} is the highest there may be"
+            ));
         }
         let mut commit = None;
         if let (Some(b), Some(a)) = (before, after) {
