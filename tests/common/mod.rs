@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod peer;
 pub mod proxy;
 
 use std::{
@@ -61,6 +62,11 @@ pub struct Cluster {
     proxies: BTreeMap<(u64, u64), proxy::Proxy>,
     /// Extra `raftkv node` arguments for every node started from now on.
     pub node_args: Vec<String>,
+    /// The cluster's name (the cluster file's `cluster` key): its identity in the peer
+    /// handshake.
+    pub name: String,
+    /// With [`Cluster::start_secured`]: the cluster secret every node is started with.
+    pub secret: Option<Vec<u8>>,
 }
 
 impl Cluster {
@@ -77,6 +83,36 @@ impl Cluster {
             c.spawn(id);
         }
         c
+    }
+
+    /// Started the way `make cluster` does it: a named cluster, a secret file readable
+    /// only by its owner, every node with `--secret-file`.
+    pub fn start_secured(n: u64) -> Cluster {
+        let mut c = Cluster::new(n);
+        c.secure();
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Writes a fresh secret (64 hex characters, mode 0600) and adds `--secret-file`
+    /// to the arguments of every node started from now on.
+    pub fn secure(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let secret = random_hex(32).into_bytes();
+        let path = self.dir.path().join("cluster.secret");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("secret file");
+        f.write_all(&secret).expect("write secret");
+        f.write_all(b"\n").expect("write secret");
+        self.node_args.push("--secret-file".into());
+        self.node_args.push(path.display().to_string());
+        self.secret = Some(secret);
     }
 
     /// Like [`Cluster::start`] but starts nothing.
@@ -100,7 +136,9 @@ impl Cluster {
                 },
             );
         }
+        let name = format!("raftkv-test-{}", random_hex(8));
         let file = json!({
+            "cluster": name,
             "nodes": nodes.values().map(|n| json!({"id": n.id, "raft": n.raft, "client": n.client})).collect::<Vec<_>>()
         });
         let cluster_file = dir.path().join("cluster.json");
@@ -113,6 +151,8 @@ impl Cluster {
             node_files: BTreeMap::new(),
             proxies: BTreeMap::new(),
             node_args: Vec::new(),
+            name,
+            secret: None,
         }
     }
 
@@ -134,7 +174,10 @@ impl Cluster {
                 let p = proxy::Proxy::start(listener, c.nodes[&to].raft.clone());
                 c.proxies.insert((from, to), p);
             }
+            // One name for all: each node's file lists other (proxy) addresses, and
+            // without a name each file would describe a cluster of its own.
             let file = json!({
+                "cluster": c.name,
                 "nodes": c.nodes.values().map(|n| {
                     let raft = if n.id == from { n.raft.clone() } else { c.proxies[&(from, n.id)].addr.clone() };
                     json!({"id": n.id, "raft": raft, "client": n.client})
@@ -422,6 +465,14 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A raw protocol connection: JSON lines out, JSON lines in, with timeouts.
