@@ -29,6 +29,10 @@ pub struct NodeSpec {
     pub raft: String,
     /// Where the node listens for clients.
     pub client: String,
+    /// Where the node serves the HTTP API (docs/protocol.md §5), if it does. Not written
+    /// when absent, so a membership stored before this key existed compares the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// The whole cluster file. Unknown keys are ignored so later versions may add some.
@@ -96,6 +100,12 @@ impl ClusterConfig {
             if n.raft.trim().is_empty() || n.client.trim().is_empty() {
                 return Err(Error::Config(format!(
                     "node {} needs \"raft\" and \"client\"",
+                    n.id
+                )));
+            }
+            if n.http.as_ref().is_some_and(|a| a.trim().is_empty()) {
+                return Err(Error::Config(format!(
+                    "node {}: \"http\", when present, must be an address",
                     n.id
                 )));
             }
@@ -180,12 +190,26 @@ mod tests {
     #[test]
     fn parses_the_documented_example_and_ignores_extra_keys() {
         let c = ClusterConfig::parse(
-            r#"{"nodes":[{"id":1,"raft":"127.0.0.1:7001","client":"127.0.0.1:8001","http":"x"},
+            r#"{"nodes":[{"id":1,"raft":"127.0.0.1:7001","client":"127.0.0.1:8001","zone":"x"},
                          {"id":2,"raft":"127.0.0.1:7002","client":"127.0.0.1:8002"}]}"#,
         )
         .unwrap();
         assert_eq!(c.nodes.len(), 2);
         assert_eq!(c.node(2).unwrap().client, "127.0.0.1:8002");
+    }
+
+    #[test]
+    fn the_http_address_is_optional_and_not_written_when_absent() {
+        let plain = r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2"}]}"#;
+        let c = ClusterConfig::parse(plain).unwrap();
+        assert_eq!(c.nodes[0].http, None);
+        assert_eq!(serde_json::to_string(&c).unwrap(), plain);
+        let with = r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2","http":"a:3"}]}"#;
+        let c = ClusterConfig::parse(with).unwrap();
+        assert_eq!(c.nodes[0].http.as_deref(), Some("a:3"));
+        assert_eq!(serde_json::to_string(&c).unwrap(), with);
+        let blank = r#"{"nodes":[{"id":1,"raft":"a:1","client":"a:2","http":" "}]}"#;
+        assert!(ClusterConfig::parse(blank).is_err());
     }
 
     #[test]

@@ -149,16 +149,25 @@ pub struct BadRequest {
 
 /// Parses one request line.
 pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
-    let bad = |id: &Option<Value>, message: String| BadRequest {
-        id: id.clone(),
-        message,
-    };
     let value: Value = serde_json::from_slice(line).map_err(|e| BadRequest {
         id: None,
         message: format!("invalid JSON: {e}"),
     })?;
     let Value::Object(obj) = value else {
-        return Err(bad(&None, "a request must be a JSON object".into()));
+        return Err(BadRequest {
+            id: None,
+            message: "a request must be a JSON object".into(),
+        });
+    };
+    parse_request_object(&obj)
+}
+
+/// Parses one request given as a JSON object: a line's, or one the HTTP API built from
+/// a path, query, headers and body, so both get the same checks and messages.
+pub fn parse_request_object(obj: &Map<String, Value>) -> Result<Request, BadRequest> {
+    let bad = |id: &Option<Value>, message: String| BadRequest {
+        id: id.clone(),
+        message,
     };
     let id = obj.get("id").cloned();
     let op = match obj.get("op") {
@@ -168,7 +177,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
     };
     let op = match op {
         "get" => {
-            let key = key_field(&obj).map_err(|m| bad(&id, m))?;
+            let key = key_field(obj).map_err(|m| bad(&id, m))?;
             let stale = match obj.get("consistency") {
                 None | Some(Value::Null) => false,
                 Some(Value::String(c)) if c == "linearizable" => false,
@@ -183,17 +192,17 @@ pub fn parse_request(line: &[u8]) -> Result<Request, BadRequest> {
             Op::Get { key, stale }
         }
         "put" | "append" | "delete" => {
-            let key = key_field(&obj).map_err(|m| bad(&id, m))?;
+            let key = key_field(obj).map_err(|m| bad(&id, m))?;
             let write = match op {
                 "put" => WriteOp::Put {
-                    value: value_field(&obj).map_err(|m| bad(&id, m))?,
+                    value: value_field(obj).map_err(|m| bad(&id, m))?,
                 },
                 "append" => WriteOp::Append {
-                    value: value_field(&obj).map_err(|m| bad(&id, m))?,
+                    value: value_field(obj).map_err(|m| bad(&id, m))?,
                 },
                 _ => WriteOp::Delete,
             };
-            let session = session_fields(&obj).map_err(|m| bad(&id, m))?;
+            let session = session_fields(obj).map_err(|m| bad(&id, m))?;
             Op::Write {
                 key,
                 op: write,
@@ -318,12 +327,24 @@ pub fn error_response(
     leader: Option<u64>,
     leader_addr: Option<&str>,
 ) -> Value {
+    error_object(id, code.as_str(), message, leader, leader_addr)
+}
+
+/// Builds an error object with any `code`: those of [`ErrorCode`], and the HTTP API's
+/// `not_found` (docs/protocol.md §5), which the line protocol never sends.
+pub fn error_object(
+    id: Option<Value>,
+    code: &str,
+    message: &str,
+    leader: Option<u64>,
+    leader_addr: Option<&str>,
+) -> Value {
     let mut obj = Map::new();
     if let Some(id) = id {
         obj.insert("id".into(), id);
     }
     obj.insert("ok".into(), Value::Bool(false));
-    obj.insert("error".into(), Value::String(code.as_str().into()));
+    obj.insert("error".into(), Value::String(code.into()));
     obj.insert("message".into(), Value::String(message.into()));
     obj.insert("leader".into(), leader.map_or(Value::Null, Value::from));
     obj.insert(

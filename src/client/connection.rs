@@ -1,5 +1,6 @@
 //! One TCP connection to one node's client address: send a request line, read the
-//! response line.
+//! response line. Used by [`Client`](super::Client), and by the HTTP API's forwarding
+//! from a follower to the leader (`server::http::forward`).
 
 use std::{
     io::{self, BufReader, BufWriter, Write},
@@ -17,7 +18,7 @@ use crate::{
 /// Why one request/response exchange failed. The distinction is what the retry rules
 /// of the client rest on (see the module docs of [`crate::client`]).
 #[derive(Debug)]
-pub(super) enum CallError {
+pub(crate) enum CallError {
     /// The request certainly never reached the server: we could not connect.
     NotSent(String),
     /// The request was sent (or may have been, in part or whole), then the connection
@@ -29,7 +30,7 @@ pub(super) enum CallError {
 }
 
 /// An open connection with buffered reading and writing.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
     /// The read timeout currently set on the socket, to skip redundant syscalls.
@@ -40,7 +41,7 @@ pub(super) struct Conn {
 impl Conn {
     /// Connects to `addr` (a `host:port` string, resolved here), trying each resolved
     /// address for at most `timeout`.
-    pub(super) fn connect(addr: &str, timeout: Duration) -> Result<Conn, CallError> {
+    pub(crate) fn connect(addr: &str, timeout: Duration) -> Result<Conn, CallError> {
         let targets = addr
             .to_socket_addrs()
             .map_err(|e| CallError::NotSent(format!("cannot resolve address: {e}")))?;
@@ -67,7 +68,7 @@ impl Conn {
 
     /// Sends `auth` with `token` and reads the answer, before the connection carries
     /// anything else. A failure here means the request it was opened for was not sent.
-    pub(super) fn authenticate(
+    pub(crate) fn authenticate(
         &mut self,
         token: &Token,
         read_timeout: Duration,
@@ -96,7 +97,7 @@ impl Conn {
     /// and has sent nothing unasked. Checking before reuse means that a node that
     /// restarted since our last request costs a reconnect, not an attempt whose outcome
     /// we would have to call unknown.
-    pub(super) fn is_reusable(&self) -> bool {
+    pub(crate) fn is_reusable(&self) -> bool {
         if !self.reader.buffer().is_empty() {
             return false;
         }
@@ -113,7 +114,7 @@ impl Conn {
     /// Sends `request` as one line and reads one response line, waiting at most
     /// `read_timeout` for it. Returns the parsed response and its exact text. On any
     /// error the connection must be dropped: its stream position is unknown.
-    pub(super) fn call(
+    pub(crate) fn call(
         &mut self,
         request: &Value,
         read_timeout: Duration,

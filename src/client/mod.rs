@@ -88,7 +88,7 @@
 //! contend for one `seq` counter. Wrapping one in a `Mutex` works too, but serializes
 //! every operation of every thread behind one connection per node.
 
-mod connection;
+pub(crate) mod connection;
 mod error;
 #[cfg(test)]
 pub(crate) mod fake;

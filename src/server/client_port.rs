@@ -34,6 +34,11 @@
 //! is answered `unauthorized` without being looked at further, and a wrong token is
 //! answered `unauthorized` and the connection closed. The reader checks it in line
 //! order, so a client may pipeline its first requests behind `auth`.
+//!
+//! **Shared with the HTTP port** (`http`), which differs only in framing: the accept
+//! loop and the connection cap of both ports together ([`accept`]), the reader and
+//! writer threads around a [`ConnQueue`] ([`serve`]), handing a request on with
+//! [`submit`], [`status`] and [`linger`].
 
 use std::{
     io::{self, BufReader, BufWriter, Read, Write},
@@ -49,7 +54,7 @@ use serde_json::{Map, Value};
 
 use super::{
     logging::{debug, info, warning, Throttle},
-    reply_queue::{ConnQueue, Slot},
+    reply_queue::{ConnQueue, ReplyTo, Slot},
     shared::{Input, Shared},
 };
 use crate::{
@@ -169,13 +174,32 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>, port: Arc<Clien
         ),
         None => info!("client port open to anyone who can reach it (no --client-token-file)"),
     }
+    accept(listener, &shared, "client", |stream, slot| {
+        let port = Arc::clone(&port);
+        let read = move |stream: &TcpStream, queue: &Arc<ConnQueue>, shared: &Shared| {
+            read_loop(stream, queue, shared, &port)
+        };
+        serve(stream, slot, "client", read, write_answer)
+    });
+}
+
+/// Accepts connections forever and hands each to `serve`, within the node's cap on
+/// connections ([`connection_cap`]), which the client port and the HTTP port share
+/// (`Shared::client_conns`): both spend the same file descriptors. `whom` names the
+/// port in log lines.
+pub(crate) fn accept(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    whom: &str,
+    serve: impl Fn(TcpStream, Arc<ConnSlot>) -> io::Result<()>,
+) {
     let mut throttle = Throttle::new(Duration::from_secs(1));
     let mut refusals = Throttle::new(Duration::from_secs(1));
     let cap = connection_cap();
     if cap < MAX_CONNECTIONS {
         warning!(
-            "serving at most {cap} client connections: the open-file limit is low \
-             (raise it with `ulimit -n` for more)"
+            "{whom} port: serving at most {cap} client and HTTP connections together: the \
+             open-file limit is low (raise it with `ulimit -n` for more)"
         );
     }
     for conn in listener.incoming() {
@@ -183,36 +207,34 @@ pub(crate) fn listen(listener: TcpListener, shared: Arc<Shared>, port: Arc<Clien
             Ok(s) => s,
             Err(e) => {
                 if let Some(more) = throttle.allow() {
-                    warning!("accepting a client connection failed: {e} ({more} more such failures not shown)");
+                    warning!("accepting a {whom} connection failed: {e} ({more} more such failures not shown)");
                 }
                 thread::sleep(Duration::from_millis(20)); // e.g. out of descriptors
                 continue;
             }
         };
         let open = shared.client_conns.fetch_add(1, Ordering::AcqRel) + 1;
-        let slot = ConnSlot(Arc::clone(&shared));
+        let slot = ConnSlot(Arc::clone(shared));
         if open > cap {
             if let Some(more) = refusals.allow() {
                 warning!(
-                    "refusing a client connection from {}: {cap} are open already \
+                    "refusing a {whom} connection from {}: {cap} are open already \
                      ({more} more refusals not shown)",
-                    stream
-                        .peer_addr()
-                        .map_or_else(|_| "?".into(), |a| a.to_string())
+                    peer(&stream)
                 );
             }
             continue; // `slot` and `stream` drop: counter restored, socket closed
         }
-        if let Err(e) = start(stream, Arc::new(slot), Arc::clone(&port)) {
+        if let Err(e) = serve(stream, Arc::new(slot)) {
             if let Some(more) = refusals.allow() {
-                warning!("cannot serve a client connection: {e} ({more} more not shown)");
+                warning!("cannot serve a {whom} connection: {e} ({more} more not shown)");
             }
         }
     }
 }
 
 /// Holds one of the [`MAX_CONNECTIONS`] places while any thread of a connection runs.
-struct ConnSlot(Arc<Shared>);
+pub(crate) struct ConnSlot(Arc<Shared>);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
@@ -220,7 +242,22 @@ impl Drop for ConnSlot {
     }
 }
 
-fn start(stream: TcpStream, slot: Arc<ConnSlot>, port: Arc<ClientPort>) -> io::Result<()> {
+/// Serves one connection with two threads around its ordered response queue
+/// ([`ConnQueue`]): `read` runs on the reader thread and appends one slot per request,
+/// in order (the queue is finished when it returns); the writer thread writes the
+/// filled slots from the front with `write`, which says whether to close the
+/// connection after the slot it wrote. `whom` names the threads.
+pub(crate) fn serve<R, W>(
+    stream: TcpStream,
+    slot: Arc<ConnSlot>,
+    whom: &str,
+    read: R,
+    write: W,
+) -> io::Result<()>
+where
+    R: FnOnce(&TcpStream, &Arc<ConnQueue>, &Shared) + Send + 'static,
+    W: FnMut(&mut BufWriter<&TcpStream>, Slot, &Shared) -> io::Result<bool> + Send + 'static,
+{
     stream.set_nodelay(true)?;
     // A client that stops reading its answers is dropped rather than holding two
     // threads forever.
@@ -239,16 +276,16 @@ fn start(stream: TcpStream, slot: Arc<ConnSlot>, port: Arc<ClientPort>) -> io::R
     let writer_queue = Arc::clone(&queue);
     let writer_slot = Arc::clone(&slot);
     thread::Builder::new()
-        .name("client-writer".into())
+        .name(format!("{whom}-writer"))
         .stack_size(STACK)
-        .spawn(move || write_loop(write_half, &writer_queue, &writer_slot.0))?;
+        .spawn(move || write_loop(&write_half, &writer_queue, &writer_slot.0, write))?;
     let spawned = thread::Builder::new()
-        .name("client-reader".into())
+        .name(format!("{whom}-reader"))
         .stack_size(STACK)
         .spawn({
             let queue = Arc::clone(&queue);
             move || {
-                read_loop(&stream, &queue, &slot.0, &port);
+                read(&stream, &queue, &slot.0);
                 queue.finish_reading();
             }
         });
@@ -374,7 +411,7 @@ fn expired(which: Expired, stream: &TcpStream, port: &ClientPort) -> Option<Valu
 }
 
 /// The client's address, for log lines.
-fn peer(stream: &TcpStream) -> String {
+pub(crate) fn peer(stream: &TcpStream) -> String {
     stream
         .peer_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string())
@@ -447,18 +484,36 @@ fn handle_line(
         Op::Auth { .. } => unreachable!("answered above"),
     };
     // The request line's length stands for what the request holds until answered
-    // (its parsed form is no larger). This may wait: backpressure.
-    let Some(reply) = queue.push_pending(request.id, line.len()) else {
-        return Next::Gone;
+    // (its parsed form is no larger).
+    let queued = submit(queue, shared, request.id, line.len(), |reply| {
+        // If the state thread has stopped, the request is dropped here and its reply
+        // channel answers `unavailable` as it goes.
+        let _ = shared.inbox.send(Input::Request(op, reply));
+    });
+    pushed(queued)
+}
+
+/// Appends the slot of a request that is answered later, through its [`ReplyTo`]:
+/// `deliver` hands that on (to the state thread, or to the HTTP port's forwarding),
+/// unless the node is shutting down. This may wait for room on the connection and in
+/// the node, `bytes` standing for what the request holds until answered
+/// (backpressure). False if the connection's writer is gone.
+pub(crate) fn submit(
+    queue: &Arc<ConnQueue>,
+    shared: &Shared,
+    id: Option<Value>,
+    bytes: usize,
+    deliver: impl FnOnce(ReplyTo),
+) -> bool {
+    let Some(reply) = queue.push_pending(id, bytes) else {
+        return false;
     };
     if shared.is_shutting_down() {
         reply.send(Outcome::shutting_down());
-        return Next::Read;
+    } else {
+        deliver(reply);
     }
-    // If the state thread has stopped, the request is dropped here and its reply
-    // channel answers `unavailable` as it goes.
-    let _ = shared.inbox.send(Input::Request(op, reply));
-    Next::Read
+    true
 }
 
 /// Which deadline of [`ClientTimeouts`] ended a read.
@@ -593,7 +648,7 @@ impl Read for TimedReader<'_> {
 
 /// Reads and discards input for a while, so that closing the socket does not reset
 /// the connection (and destroy our last response) while the client is still sending.
-fn linger(mut stream: &TcpStream) {
+pub(crate) fn linger(mut stream: &TcpStream) {
     let deadline = Instant::now() + LINGER_TIME;
     let mut scratch = [0u8; 16 << 10];
     let mut left = LINGER_BYTES;
@@ -609,10 +664,16 @@ fn linger(mut stream: &TcpStream) {
     }
 }
 
-/// Writes answers in request order until the reader is done and everything is
-/// written, or the client goes away. Flushes only when no further answer is ready.
-fn write_loop(stream: Arc<TcpStream>, queue: &ConnQueue, shared: &Shared) {
-    let mut out = BufWriter::with_capacity(BUFFER, &*stream);
+/// Writes answers in request order with `write` until the reader is done and
+/// everything is written, `write` asks to close, or the client goes away. Flushes only
+/// when no further answer is ready.
+fn write_loop(
+    stream: &TcpStream,
+    queue: &ConnQueue,
+    shared: &Shared,
+    mut write: impl FnMut(&mut BufWriter<&TcpStream>, Slot, &Shared) -> io::Result<bool>,
+) {
+    let mut out = BufWriter::with_capacity(BUFFER, stream);
     let mut batch = Vec::new();
     // Answers taken and not yet flushed to the socket, and their bytes.
     let (mut unflushed, mut unflushed_bytes) = (0, 0);
@@ -631,26 +692,30 @@ fn write_loop(stream: Arc<TcpStream>, queue: &ConnQueue, shared: &Shared) {
             unflushed += batch.len();
             unflushed_bytes += batch.iter().map(Slot::bytes).sum::<usize>();
             for slot in batch.drain(..) {
-                match slot {
-                    Slot::Answered { id, outcome, .. } => {
-                        write_outcome(&mut out, id.as_ref(), outcome, shared)?
-                    }
-                    Slot::Ready(v) => write_json_line(&mut out, &v)?,
-                    Slot::Close => {
-                        out.flush()?;
-                        out.get_ref().shutdown(Shutdown::Write)?;
-                        return Ok(());
-                    }
-                    Slot::Pending => unreachable!("only filled slots are taken"),
+                if write(&mut out, slot, shared)? {
+                    out.flush()?;
+                    out.get_ref().shutdown(Shutdown::Write)?;
+                    return Ok(());
                 }
             }
         }
     })();
     if let Err(e) = &result {
-        debug!("client connection ended: {e}");
+        debug!("connection ended: {e}");
     }
     queue.written(unflushed, unflushed_bytes);
     queue.writer_stopped();
+}
+
+/// Writes one answer of the line protocol; true for [`Slot::Close`].
+fn write_answer(out: &mut BufWriter<&TcpStream>, slot: Slot, shared: &Shared) -> io::Result<bool> {
+    match slot {
+        Slot::Answered { id, outcome, .. } => write_outcome(out, id.as_ref(), outcome, shared)?,
+        Slot::Ready(v) => write_json_line(out, &v)?,
+        Slot::Close => return Ok(true),
+        Slot::Pending => unreachable!("only filled slots are taken"),
+    }
+    Ok(false)
 }
 
 /// `{"id":..,"ok":true}` or `{"id":..,"ok":true,"value":..}`, serialized directly.
@@ -707,7 +772,7 @@ fn write_outcome(
 }
 
 /// This node's view of the cluster, from a brief look under the mutex.
-fn status(id: Option<Value>, shared: &Shared) -> Value {
+pub(crate) fn status(id: Option<Value>, shared: &Shared) -> Value {
     let status = {
         let r = shared.replica.lock();
         let n = r.node();

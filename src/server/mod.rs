@@ -148,6 +148,7 @@
 
 mod budget;
 mod client_port;
+mod http;
 pub(crate) mod logging;
 mod peer_auth;
 mod peer_gate;
@@ -296,6 +297,12 @@ pub fn run(options: NodeOptions) -> Result<()> {
     });
     let raft_listener = bind(&boot.me.raft, "peers")?;
     let client_listener = bind(&boot.me.client, "clients")?;
+    let http_listener = boot
+        .me
+        .http
+        .as_deref()
+        .map(|a| bind(a, "HTTP"))
+        .transpose()?;
 
     let (inbox_tx, inbox_rx) = bounded(INBOX);
     let shared = Arc::new(Shared {
@@ -347,6 +354,17 @@ pub fn run(options: NodeOptions) -> Result<()> {
     spawn("raft-listener", 256 << 10, move || {
         peer_port::listen(raft_listener, s, auth, snapshots)
     })?;
+    if let Some(listener) = http_listener {
+        let port = http::HttpPort::new(
+            client_token.clone(),
+            options.client_timeouts,
+            options.tick_ms,
+        );
+        let s = Arc::clone(&shared);
+        spawn("http-listener", 256 << 10, move || {
+            http::listen(listener, s, Arc::new(port))
+        })?;
+    }
     let s = Arc::clone(&shared);
     let port = Arc::new(client_port::ClientPort::new(
         client_token,

@@ -121,6 +121,7 @@ fn cluster() -> ClusterConfig {
                 id,
                 raft: format!("127.0.0.1:700{id}"),
                 client: format!("127.0.0.1:800{id}"),
+                http: None,
             })
             .collect(),
         sessions: Default::default(),
