@@ -293,17 +293,23 @@ impl ReplyTo {
     fn fill(&mut self, outcome: Outcome) {
         self.sent = true;
         let queue = &self.queue;
+        let bytes = answer_bytes(&outcome);
+        // A larger answer is charged before the writer can see it: the writer gives its
+        // bytes back once it is written, which must never come before they are held
+        // (the budget would clamp at zero and keep the difference for good).
+        if bytes > self.bytes {
+            queue.budget.charge(bytes - self.bytes);
+        }
         let mut inner = queue.inner.lock();
         let at = match self.seq.checked_sub(inner.front) {
             Some(at) if !inner.writer_done && (at as usize) < inner.slots.len() => at as usize,
             _ => {
                 // The client is gone and its slots with it: only the budget is owed.
                 drop(inner);
-                queue.budget.release(self.bytes);
+                queue.budget.release(self.bytes.max(bytes));
                 return;
             }
         };
-        let bytes = answer_bytes(&outcome);
         inner.slots[at] = Slot::Answered {
             id: self.id.take(),
             outcome,
@@ -317,9 +323,7 @@ impl ReplyTo {
             queue.reader_wake.notify_one();
         }
         drop(inner);
-        if bytes >= self.bytes {
-            queue.budget.charge(bytes - self.bytes);
-        } else {
+        if bytes < self.bytes {
             queue.budget.release(self.bytes - bytes);
         }
     }
@@ -462,6 +466,40 @@ mod tests {
         );
         assert_eq!(write_out(&q), 1);
         assert!(reader.join().unwrap());
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn an_answer_larger_than_its_request_is_held_before_the_writer_can_give_it_back() {
+        // The writer writes each answer the moment it is filled; had the answer's
+        // extra bytes been charged after that, a release would now and then come
+        // first (a debug assertion in `Budget::release`), and a budget with nothing
+        // else held would keep the difference.
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = queue_with(1 << 20, &budget);
+        let writer = {
+            let q = Arc::clone(&q);
+            thread::spawn(move || {
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut out = Vec::new();
+                    while q.take_filled(&mut out, true) {
+                        let bytes = out.iter().map(Slot::bytes).sum();
+                        q.written(out.len(), bytes);
+                        out.clear();
+                    }
+                }));
+                q.writer_stopped(); // after a panic, so that the reader stops too
+                written.is_ok()
+            })
+        };
+        for _ in 0..20_000 {
+            let Some(reply) = q.push_pending(None, 10) else {
+                break;
+            };
+            reply.send(Outcome::Value(Some("v".repeat(100))));
+        }
+        q.finish_reading();
+        assert!(writer.join().unwrap(), "a release came before its charge");
         assert_eq!(budget.used(), 0);
     }
 
