@@ -29,6 +29,7 @@ NODE_ARGS ?=
 SECRET  ?= $(DATA)/secret
 RAFT_BASE   ?= 7000
 CLIENT_BASE ?= 8000
+HTTP_BASE   ?= 9000
 # `make restart 2` as well as `make restart N=2`
 N ?= $(word 2,$(MAKECMDGOALS))
 
@@ -60,8 +61,8 @@ $(CLUSTER):
 	  "$$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')" > $@
 	@for i in $(NODES); do \
 	  sep=','; [ $$i = 3 ] && sep=''; \
-	  printf '    { "id": %d, "raft": "127.0.0.1:%d", "client": "127.0.0.1:%d" }%s\n' \
-	    $$i $$(($(RAFT_BASE)+$$i)) $$(($(CLIENT_BASE)+$$i)) "$$sep" >> $@; \
+	  printf '    { "id": %d, "raft": "127.0.0.1:%d", "client": "127.0.0.1:%d", "http": "127.0.0.1:%d" }%s\n' \
+	    $$i $$(($(RAFT_BASE)+$$i)) $$(($(CLIENT_BASE)+$$i)) $$(($(HTTP_BASE)+$$i)) "$$sep" >> $@; \
 	done
 	@printf '  ]\n}\n' >> $@
 	@echo "wrote $@"
@@ -91,6 +92,11 @@ cluster: build $(CLUSTER) $(SECRET)
 	  if $(BIN) status --cluster $(CLUSTER) --json 2>/dev/null | grep -q '"role":"leader"'; then \
 	    $(BIN) status --cluster $(CLUSTER); \
 	    echo; echo "cluster is up. Try:  make repl   or   $(BIN) put greeting hello --cluster $(CLUSTER)"; \
+	    h=localhost:$$(($(HTTP_BASE)+1)); f=localhost:$$(($(HTTP_BASE)+2)); \
+	    echo "or HTTP, on any node:  curl -X PUT $$h/v1/kv/greeting -d hello"; \
+	    echo "                       curl $$f/v1/kv/greeting"; \
+	    echo "                       curl -X POST $$f/append -d '{\"key\":\"greeting\",\"value\":\" world\"}'"; \
+	    echo "                       curl $$h/v1/status"; \
 	    exit 0; \
 	  fi; sleep 0.2; \
 	done; \

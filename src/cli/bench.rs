@@ -22,6 +22,8 @@
 //! `--token-file`, every connection starts with `auth`; a refused token stops the
 //! thread (the leader search before the run has already checked it).
 //!
+//! With `--http`, the same load goes over the HTTP API instead ([`http`]).
+//!
 //! With `--check`, every thread also records what it did as the linearizability
 //! checker's [`Operation`]s, timed in nanoseconds since the run started, and after the run
 //! the whole history goes through [`check::check`]. An operation answered `ok` completed;
@@ -55,12 +57,16 @@ use serde_json::{json, Value};
 use super::{
     fail, histogram::Histogram, make_client, BenchArgs, EXIT_NOT_LINEARIZABLE, EXIT_OK, EXIT_USAGE,
 };
+pub use http::HttpTarget;
+
 use crate::{
     check::{self, KvOp, Operation, Violation},
     client::{Client, ClientError, ClientOptions},
     codec::{self, Line},
-    protocol::{ErrorCode, Token},
+    protocol::ErrorCode,
 };
+
+mod http;
 
 /// Default total operations when neither `--ops` nor `--duration` is given.
 pub const DEFAULT_OPS: u64 = 10_000;
@@ -197,6 +203,9 @@ pub struct BenchConfig {
     pub pipeline: usize,
     /// Record the history and check it for linearizability after the run (`--check`).
     pub check: bool,
+    /// With `--http`: speak the HTTP API, at these addresses, instead of the client
+    /// protocol.
+    pub http: Option<HttpTarget>,
 }
 
 impl BenchConfig {
@@ -232,6 +241,7 @@ impl BenchConfig {
             mix: Mix::parse(&args.mix)?,
             pipeline: args.pipeline as usize,
             check: args.check,
+            http: None,
         })
     }
 }
@@ -317,14 +327,15 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} ok ops in {:.2} s: {:.0} ops/s ({} clients, pipeline {}, {}-byte values, {} keys)",
+            "{} ok ops in {:.2} s: {:.0} ops/s ({} clients, pipeline {}, {}-byte values, {} keys{})",
             all.latency_us.count(),
             self.elapsed.as_secs_f64(),
             self.rate(all.latency_us.count()),
             c.clients,
             c.pipeline,
             c.value_size,
-            c.keys
+            c.keys,
+            if c.http.is_some() { ", over HTTP" } else { "" }
         );
         let _ = writeln!(
             out,
@@ -411,6 +422,7 @@ impl BenchReport {
             "pipeline": c.pipeline,
             "value_size": c.value_size,
             "keys": c.keys,
+            "protocol": if c.http.is_some() { "http" } else { "client" },
             "elapsed_sec": self.elapsed.as_secs_f64(),
             "total": stats(&self.all()),
             "ops": by_op,
@@ -536,15 +548,23 @@ fn may_have_applied(code: &str) -> bool {
 }
 
 /// One worker's connection.
-struct Conn {
+struct Conn<'a> {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
+    /// With `--http`: requests and answers are HTTP messages.
+    http: Option<&'a HttpTarget>,
 }
 
-impl Conn {
-    /// Connects to `addr` and, with a token, authenticates. A refused token is a
+impl<'a> Conn<'a> {
+    /// Connects to the node at client address `addr` (to its HTTP address with
+    /// `--http`) and, with a token, authenticates. A refused token is a
     /// `PermissionDenied` error.
-    fn open(addr: &str, token: Option<&Token>) -> io::Result<Conn> {
+    fn open(addr: &str, shared: &'a Shared) -> io::Result<Conn<'a>> {
+        let http = shared.config.http.as_ref();
+        let addr = match http {
+            Some(http) => http.addr_of(addr)?,
+            None => addr,
+        };
         let target = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
         })?;
@@ -555,8 +575,10 @@ impl Conn {
         let mut conn = Conn {
             reader: BufReader::with_capacity(256 * 1024, stream.try_clone()?),
             writer: BufWriter::with_capacity(256 * 1024, stream),
+            http,
         };
-        if let Some(token) = token {
+        // Over HTTP the token goes with every request instead.
+        if let Some(token) = shared.search.token.as_ref().filter(|_| http.is_none()) {
             codec::write_json_line(
                 &mut conn.writer,
                 &json!({"op": "auth", "token": token.as_str()}),
@@ -578,6 +600,28 @@ impl Conn {
             }
         }
         Ok(conn)
+    }
+
+    /// Sends the operation whose client-protocol request is `request`, on `key`.
+    fn send(&mut self, kind: BenchOp, key: &str, request: &str) -> io::Result<()> {
+        match self.http {
+            Some(http) => http.write_request(&mut self.writer, kind, key, request),
+            None => {
+                self.writer.write_all(request.as_bytes())?;
+                self.writer.write_all(b"\n")
+            }
+        }
+    }
+
+    /// Reads the next answer (its JSON object) into `buf`; false if none came.
+    fn recv(&mut self, buf: &mut Vec<u8>) -> bool {
+        match self.http {
+            Some(_) => matches!(http::read_response(&mut self.reader, buf), Ok(true)),
+            None => matches!(
+                codec::read_line(&mut self.reader, buf, MAX_RESPONSE_LINE),
+                Ok(Line::Complete)
+            ),
+        }
     }
 }
 
@@ -703,6 +747,7 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
     let mut conn: Option<Conn> = None;
     let (mut leader, mut generation) = shared.current_leader();
     let mut line = String::new();
+    let mut key_name = String::new();
     let mut buf = Vec::new();
     let mut in_flight: Vec<Sent> = Vec::with_capacity(config.pipeline);
     let mut unreachable_since: Option<Instant> = None;
@@ -711,7 +756,7 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
             if shared.should_stop() {
                 break;
             }
-            match Conn::open(&leader, shared.search.token.as_ref()) {
+            match Conn::open(&leader, shared) {
                 Ok(c) => {
                     conn = Some(c);
                     unreachable_since = None;
@@ -740,32 +785,32 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
         let mut failed = false;
         for slot in slots.iter_mut().take(n) {
             let kind = config.mix.pick(&mut rng);
-            let key = rng.gen_range(0..config.keys);
-            let operation = recorder.as_mut().and_then(|recorder| {
-                let name = format!("{prefix}key-{key}");
-                recorder.invoke(kind, slot.id, name, &value)
-            });
+            key_name.clear();
+            let _ = write!(key_name, "{prefix}key-{}", rng.gen_range(0..config.keys));
+            let operation = recorder
+                .as_mut()
+                .and_then(|recorder| recorder.invoke(kind, slot.id, key_name.clone(), &value));
             let written = match operation.as_ref().map(|o| &o.op) {
                 Some(KvOp::Put(v) | KvOp::Append(v)) => v,
                 _ => &value,
             };
             line.clear();
             let _ = match kind {
-                BenchOp::Get => write!(line, r#"{{"op":"get","key":"{prefix}key-{key}"}}"#),
+                BenchOp::Get => write!(line, r#"{{"op":"get","key":"{key_name}"}}"#),
                 BenchOp::StaleGet => {
                     write!(
                         line,
-                        r#"{{"op":"get","key":"{prefix}key-{key}","consistency":"stale"}}"#
+                        r#"{{"op":"get","key":"{key_name}","consistency":"stale"}}"#
                     )
                 }
                 BenchOp::Delete => write!(
                     line,
-                    r#"{{"op":"delete","key":"{prefix}key-{key}","client":"{}","seq":{}}}"#,
+                    r#"{{"op":"delete","key":"{key_name}","client":"{}","seq":{}}}"#,
                     slot.client, slot.next_seq
                 ),
                 BenchOp::Put | BenchOp::Append => write!(
                     line,
-                    r#"{{"op":"{}","key":"{prefix}key-{key}","value":"{written}","client":"{}","seq":{}}}"#,
+                    r#"{{"op":"{}","key":"{key_name}","value":"{written}","client":"{}","seq":{}}}"#,
                     kind.name(),
                     slot.client,
                     slot.next_seq
@@ -774,13 +819,12 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
             if !matches!(kind, BenchOp::Get | BenchOp::StaleGet) {
                 slot.next_seq += 1;
             }
-            line.push('\n');
             in_flight.push(Sent {
                 kind,
                 at: Instant::now(),
                 operation,
             });
-            if c.writer.write_all(line.as_bytes()).is_err() {
+            if c.send(kind, &key_name, &line).is_err() {
                 failed = true;
                 break;
             }
@@ -792,9 +836,8 @@ fn worker(shared: &Shared, number: usize) -> (BTreeMap<BenchOp, OpStats>, Vec<Op
         let mut answered = 0;
         if !failed {
             for sent in &mut in_flight {
-                match codec::read_line(&mut c.reader, &mut buf, MAX_RESPONSE_LINE) {
-                    Ok(Line::Complete) => {}
-                    _ => break,
+                if !c.recv(&mut buf) {
+                    break;
                 }
                 let elapsed = sent.at.elapsed();
                 answered += 1;
@@ -958,7 +1001,7 @@ pub fn run_bench(
 
 /// `raftkv bench`: returns the exit status.
 pub fn run(args: BenchArgs) -> i32 {
-    let config = match BenchConfig::from_args(&args) {
+    let mut config = match BenchConfig::from_args(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftkv bench: {e}");
@@ -972,6 +1015,15 @@ pub fn run(args: BenchArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if args.http {
+        match HttpTarget::from_args(&args.client.target, client.options().token.as_ref()) {
+            Ok(http) => config.http = Some(http),
+            Err(e) => {
+                eprintln!("raftkv bench: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
     // Ctrl-C ends the run early; the report is still printed.
@@ -1085,6 +1137,7 @@ mod tests {
             mix: Mix::parse("put=2,get=1,append=1,stale_get=1").unwrap(),
             pipeline: 4,
             check: false,
+            http: None,
         };
         let report =
             run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
@@ -1139,6 +1192,7 @@ mod tests {
             mix: Mix::parse("put=1").unwrap(),
             pipeline: 2,
             check: false,
+            http: None,
         };
         let report =
             run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
@@ -1168,6 +1222,7 @@ mod tests {
             mix: Mix::parse("put=2,get=2,append=2,delete=1,stale_get=1").unwrap(),
             pipeline: 4,
             check: true,
+            http: None,
         };
         let report =
             run_bench(&mut client, config, Arc::new(AtomicBool::new(false)), true).unwrap();
@@ -1221,6 +1276,7 @@ mod tests {
             mix: Mix::parse("put=1,get=1").unwrap(),
             pipeline: 1,
             check: true,
+            http: None,
         };
         let mut client = Client::new(vec![liar.addr.clone()], ClientOptions::default());
         let report =

@@ -300,6 +300,9 @@ pub struct BenchArgs {
     /// Record every operation and check after the run that the history is linearizable
     #[arg(long)]
     pub check: bool,
+    /// Send the load over the HTTP API (keep-alive connections to the nodes' http addresses, from the cluster file) instead of the client protocol
+    #[arg(long)]
+    pub http: bool,
 }
 
 /// Runs the command line `args` (program name first) and returns the exit status.
