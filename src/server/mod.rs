@@ -6,6 +6,7 @@
 //!  peers --TCP-->  | raft listener --> peer reader per connection --------+          |
 //!                  |   (handshake first: peer_auth, peer_gate)           |          |
 //!  clients -TCP->  | client listener --> client reader per connection ---+          |
+//!  HTTP ----TCP->  | http listener ---> http reader per connection ------+          |
 //!                  |                      |  one slot per request, in order|          |
 //!                  |                      v                               |          |
 //!  clients <-TCP-  |   client writer <-- ordered response queue           |          |
@@ -61,6 +62,7 @@
 //! | committed entries applied in one turn | 4,096 entries, 4 MiB | `raft::Config::max_apply_*`, `replica::turn` |
 //! | one peer's queue | 1,024 messages, 16 MiB of entries | `replicator::QUEUE_BYTES` |
 //! | a line being read | `--max-line-bytes` (8 MiB) per client connection, 64 MiB per peer | `codec` |
+//! | an HTTP request being read | a 16 KiB head and a body of `--max-line-bytes` per connection | `http::parse` |
 //! | connections on the raft port | 16 in the handshake (2 s each, the oldest evicted), one per member, 256 in all | `peer_gate`, `peer_port` |
 //!
 //! A reader that finds no room waits before it queues (its connection's bytes first,
@@ -125,6 +127,11 @@
 //! the inbox: the core sees InstallSnapshot only once the data is complete and
 //! durable, and the state thread never decodes or waits for snapshot bytes. Details
 //! in `replicator`, `peer_port` and `snapshot_transfer` (the frames).
+//!
+//! **HTTP** (`http`) is one more front door with the same requests: an HTTP connection
+//! has the same reader and writer threads, response queue, budgets and connection cap
+//! as a client connection, and a follower's HTTP reader forwards what needs the leader
+//! to the leader's client port.
 //!
 //! **Order per connection.** A client connection's reader appends one slot per request
 //! to the connection's response queue in arrival order; the request's reply channel
