@@ -237,36 +237,17 @@ fn handle(
             response::refusal(status, message),
         ))
     };
-    if let Some(token) = &port.token {
-        let bearer = head.header("authorization").and_then(bearer_token);
-        let challenge = Some(("WWW-Authenticate", "Bearer realm=\"raftkv\""));
-        match bearer {
-            None => {
-                return refuse(
-                    401,
-                    challenge,
-                    "authentication required: send Authorization: Bearer <token>",
-                )
-            }
-            Some(given) if !token.matches(given) => {
-                if let Some(more) = port.auth_warnings.lock().allow() {
-                    warning!(
-                        "HTTP client gave a wrong token; closing its connection \
-                         ({more} more refused clients not shown)"
-                    );
-                }
-                let shape = Shape {
-                    header: challenge,
-                    ..Shape::json(401, true)
-                };
-                let refusal = response::refusal(401, "wrong token; closing the connection");
-                return match answer(queue, shapes, shape, refusal) {
-                    true => Next::Close,
-                    false => Next::Gone,
-                };
-            }
-            Some(_) => {}
-        }
+    if let Err(refusal) = authorize(head, port) {
+        let shape = Shape {
+            header: Some(("WWW-Authenticate", "Bearer realm=\"raftkv\"")),
+            ..Shape::json(401, close || refusal.close)
+        };
+        let body = response::refusal(401, refusal.message);
+        return match (answer(queue, shapes, shape, body), refusal.close) {
+            (false, _) => Next::Gone,
+            (true, true) => Next::Close,
+            (true, false) => Next::Read,
+        };
     }
     let route = match routes::route(&head.method, &head.path) {
         Ok(route) => route,
@@ -327,6 +308,40 @@ fn handle(
         }),
     };
     pushed(queued)
+}
+
+/// Why a request is answered 401.
+struct Unauthorized {
+    message: &'static str,
+    /// A wrong token, not a missing one: the connection is closed after the answer, as
+    /// the client port closes after a wrong `auth`.
+    close: bool,
+}
+
+/// Checks the request's token, if the node has one.
+fn authorize(head: &Head, port: &HttpPort) -> Result<(), Unauthorized> {
+    let Some(token) = &port.token else {
+        return Ok(());
+    };
+    match head.header("authorization").and_then(bearer_token) {
+        None => Err(Unauthorized {
+            message: "authentication required: send Authorization: Bearer <token>",
+            close: false,
+        }),
+        Some(given) if !token.matches(given) => {
+            if let Some(more) = port.auth_warnings.lock().allow() {
+                warning!(
+                    "HTTP client gave a wrong token; closing its connection \
+                     ({more} more refused clients not shown)"
+                );
+            }
+            Err(Unauthorized {
+                message: "wrong token; closing the connection",
+                close: true,
+            })
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// Where a request that needs the leader goes when another node leads, as far as this
