@@ -41,7 +41,9 @@ pub(super) struct Head {
     /// The body's length: `Content-Length`, 0 without one.
     pub body_len: usize,
     /// The connection stays open after the answer: HTTP/1.1 unless `Connection: close`,
-    /// HTTP/1.0 only with `Connection: keep-alive`.
+    /// HTTP/1.0 only with `Connection: keep-alive`; never after `HEAD`, whose answer
+    /// must have no body while ours all have one (HEAD is not served), so that body
+    /// cannot be taken for the next answer.
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body (`Expect:
     /// 100-continue`, as curl sends with larger bodies).
@@ -307,6 +309,7 @@ pub(super) fn parse_head(bytes: &[u8], max_body: usize) -> Result<Option<Head>, 
             format!("body of {body_len} bytes; the limit is {max_body} (--max-line-bytes)"),
         ));
     }
+    let keep_alive = !close && (http_1_1 || keep_alive) && method != "HEAD";
     Ok(Some(Head {
         method,
         path: path.to_string(),
@@ -314,7 +317,7 @@ pub(super) fn parse_head(bytes: &[u8], max_body: usize) -> Result<Option<Head>, 
         headers,
         len,
         body_len: body_len as usize,
-        keep_alive: !close && (http_1_1 || keep_alive),
+        keep_alive,
         expects_continue,
     }))
 }
@@ -420,6 +423,7 @@ mod tests {
         ));
         assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
         assert!(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        assert!(!keep("HEAD / HTTP/1.1\r\n\r\n"));
     }
 
     #[test]
