@@ -24,9 +24,9 @@ use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cret";
 
-/// A cluster of `n` nodes, each with an HTTP address, started with `args` (and with
-/// the client token [`TOKEN`] if `guarded`); returns it with the HTTP addresses once it
-/// has a leader.
+/// A cluster of `n` nodes, each with an HTTP address, started as `make cluster` starts
+/// them (named, with a cluster secret) and with `args` (and with the client token
+/// [`TOKEN`] if `guarded`); returns it with the HTTP addresses once it has a leader.
 fn http_cluster(n: u64, args: &[&str], guarded: bool) -> (Cluster, BTreeMap<u64, String>) {
     let mut c = Cluster::new(n);
     let http: BTreeMap<u64, String> = c
@@ -40,8 +40,10 @@ fn http_cluster(n: u64, args: &[&str], guarded: bool) -> (Cluster, BTreeMap<u64,
         .values()
         .map(|n| json!({"id": n.id, "raft": n.raft, "client": n.client, "http": http[&n.id]}))
         .collect();
-    fs::write(&c.cluster_file, json!({ "nodes": nodes }).to_string()).unwrap();
+    let file = json!({ "cluster": c.name, "nodes": nodes });
+    fs::write(&c.cluster_file, file.to_string()).unwrap();
     c.node_args = args.iter().map(|a| a.to_string()).collect();
+    c.secure(); // as `make cluster` starts nodes
     if guarded {
         let token_file = c.dir.path().join("token");
         fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
