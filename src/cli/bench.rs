@@ -22,7 +22,7 @@
 //! `--token-file`, every connection starts with `auth`; a refused token stops the
 //! thread (the leader search before the run has already checked it).
 //!
-//! With `--http`, the same load goes over the HTTP API instead ([`http`]).
+//! With `--http`, the same load goes over the HTTP API instead (`bench/http.rs`).
 //!
 //! With `--check`, every thread also records what it did as the linearizability
 //! checker's [`Operation`]s, timed in nanoseconds since the run started, and after the run
