@@ -29,6 +29,9 @@ pub(super) struct Shape {
     pub header: Option<(&'static str, &'static str)>,
     /// Close the connection after this answer.
     pub close: bool,
+    /// The answer is the event stream (`event_stream`): it lasts as long as the
+    /// connection.
+    pub events: bool,
 }
 
 impl Shape {
@@ -39,6 +42,7 @@ impl Shape {
             raw_value: false,
             header: None,
             close,
+            events: false,
         }
     }
 }

@@ -23,6 +23,8 @@ pub(super) enum Route<'a> {
     Kv(KvMethod, &'a str),
     /// `GET /v1/status`.
     Status,
+    /// `GET /v1/events`.
+    Events,
 }
 
 /// The methods of `/v1/kv/KEY`.
@@ -53,8 +55,9 @@ pub(super) fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, NoRout
         "/register" => ("POST", Route::Simple("register")),
         "/get" => ("GET", Route::SimpleGet),
         "/v1/status" => ("GET", Route::Status),
-        // `GET /v1/events` (the event stream) and `GET /` (the dashboard) of
-        // docs/protocol.md §5 belong here once they exist; until then they are 404s.
+        "/v1/events" => ("GET", Route::Events),
+        // `GET /` (the dashboard) of docs/protocol.md §5 belongs here once it exists;
+        // until then it is a 404.
         _ => {
             let Some(key) = path.strip_prefix("/v1/kv/") else {
                 return Err(NoRoute::NotFound);
@@ -81,6 +84,8 @@ pub(super) fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, NoRout
 pub(super) enum Call {
     /// Answer with this node's status.
     Status,
+    /// Answer with the event stream.
+    Events,
     /// Serve this request of the line protocol. `raw_value`: the answer to a get is the
     /// value itself as the body (REST form), not JSON.
     Client {
@@ -103,6 +108,7 @@ pub(super) fn call(route: Route<'_>, head: &Head, body: &[u8]) -> Result<Call, S
     let mut request = Map::new();
     let raw_value = match route {
         Route::Status => return Ok(Call::Status),
+        Route::Events => return Ok(Call::Events),
         Route::Simple(op) => {
             request = json_body(body)?;
             request.insert("op".into(), op.into());
@@ -248,6 +254,8 @@ mod tests {
         assert_eq!(route("POST", "/put"), Ok(Route::Simple("put")));
         assert_eq!(route("GET", "/get"), Ok(Route::SimpleGet));
         assert_eq!(route("GET", "/v1/status"), Ok(Route::Status));
+        assert_eq!(route("GET", "/v1/events"), Ok(Route::Events));
+        assert_eq!(route("POST", "/v1/events"), Err(NoRoute::Method("GET")));
         assert_eq!(
             route("DELETE", "/v1/kv/a/b"),
             Ok(Route::Kv(KvMethod::Delete, "a/b"))
@@ -257,7 +265,7 @@ mod tests {
             route("PATCH", "/v1/kv/k"),
             Err(NoRoute::Method("GET, PUT, POST, DELETE"))
         );
-        for path in ["/", "/v1/events", "/v1/kv", "/nope", "/v1/status/"] {
+        for path in ["/", "/v1/kv", "/nope", "/v1/status/"] {
             assert_eq!(route("GET", path), Err(NoRoute::NotFound), "{path}");
         }
     }
