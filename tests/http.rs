@@ -418,7 +418,7 @@ fn bad_requests_get_their_status_and_json_and_the_node_stays_fine() {
             "takes GET, PUT, POST, DELETE",
         ),
         ("GET", "/nope", b"", 404, "no such endpoint"),
-        ("GET", "/v1/events", b"", 404, "no such endpoint"),
+        ("POST", "/v1/events", b"", 405, "takes GET"),
         ("GET", "/", b"", 404, "no such endpoint"),
     ] {
         let answer = h.call(method, target, &[], body);
