@@ -321,6 +321,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
             .iter()
             .map(|n| (n.id, n.client.clone()))
             .collect(),
+        addresses: boot.membership.nodes.clone(),
         inbox: inbox_tx,
         client_budget: Arc::new(
             Budget::new(client_port::CLIENT_BYTES)

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use super::{budget::Budget, reply_queue::ReplyTo};
 use crate::{
+    config::NodeSpec,
     raft::{Body, Message, NodeId, Term},
     replica::{self, ClientOp, Replica},
 };
@@ -30,6 +31,9 @@ pub(crate) struct Shared {
     pub replica: Mutex<Replica<ReplyTo>>,
     /// Client address of every member, for `leader_addr`.
     pub client_addrs: BTreeMap<NodeId, String>,
+    /// Every member's addresses as the membership lists them: the dashboard finds the
+    /// other nodes' HTTP addresses here (status's `addresses`).
+    pub addresses: Vec<NodeSpec>,
     /// The state thread's input queue, bounded in items; its bytes are bounded by the
     /// two budgets below.
     pub inbox: Sender<Input>,

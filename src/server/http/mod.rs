@@ -42,6 +42,7 @@
 //! stays); with a wrong one 401 and the connection is closed, as the client port
 //! closes after a wrong `auth`. The comparison is [`Token::matches`]: constant time.
 
+mod dashboard;
 mod forward;
 mod parse;
 mod response;
@@ -266,14 +267,26 @@ fn handle(
             return refuse(405, Some(("Allow", allow)), &message);
         }
     };
+    // What the dashboard reads from other nodes than its own is open to any origin:
+    // status says nothing a member of the cluster could not see anyway.
+    let cross_origin = Shape {
+        header: Some(("Access-Control-Allow-Origin", "*")),
+        ..Shape::json(200, close)
+    };
     let (request, raw_value) = match routes::call(route, head, body) {
-        Ok(Call::Status) => {
-            return pushed(answer(
-                queue,
-                shapes,
-                Shape::json(200, close),
-                status(None, shared),
-            ))
+        Ok(Call::Status { log: None }) => {
+            return pushed(answer(queue, shapes, cross_origin, status(None, shared)))
+        }
+        Ok(Call::Status { log: Some(log) }) => {
+            let status = dashboard::status(shared, log);
+            return pushed(answer(queue, shapes, cross_origin, status));
+        }
+        Ok(Call::Page) => {
+            let shape = Shape {
+                page: Some(dashboard::PAGE),
+                ..Shape::json(200, close)
+            };
+            return pushed(answer(queue, shapes, shape, Value::Null));
         }
         Ok(Call::Client { request, raw_value }) => (request, raw_value),
         Err(message) => return refuse(400, None, &message),
@@ -379,19 +392,22 @@ fn write_answer(
     let Some(shape) = shapes.0.lock().pop_front() else {
         return Ok(true); // cannot happen: every slot is pushed with its shape
     };
-    match slot {
-        Slot::Answered { outcome, .. } => {
+    match (slot, shape.page) {
+        (Slot::Answered { outcome, .. }, _) => {
             let (status, content_type, body) =
                 response::of_outcome(outcome, shape.raw_value, shared);
             response::write(out, status, content_type, &shape, &body)?;
         }
-        Slot::Ready(_) if shape.status == 100 => response::write_continue(out)?,
-        Slot::Ready(body) => {
+        (Slot::Ready(_), _) if shape.status == 100 => response::write_continue(out)?,
+        (Slot::Ready(_), Some(page)) => {
+            response::write(out, shape.status, response::HTML, &shape, page.as_bytes())?;
+        }
+        (Slot::Ready(body), None) => {
             let body = body.to_string().into_bytes();
             response::write(out, shape.status, response::JSON, &shape, &body)?;
         }
         // Neither is ever pushed with a shape; closing is the safe answer.
-        Slot::Close | Slot::Pending => return Ok(true),
+        (Slot::Close | Slot::Pending, _) => return Ok(true),
     }
     Ok(shape.close)
 }
