@@ -38,6 +38,12 @@ const PUT_SHOWN: &str = "return [...document.querySelectorAll('.node-row')].map(
     [...r.querySelectorAll('.cell')].some(c => c.dataset.key === arguments[0]
         && c.dataset.op === 'put' && !c.classList.contains('pending')));";
 
+/// The nodes whose log strip has a committed no-op of term `arguments[0]`.
+const NOOP_SHOWN: &str = "return [...document.querySelectorAll('.node-row')]
+    .filter(r => [...r.querySelectorAll('.cell')].some(c => c.dataset.op === 'noop'
+        && Number(c.dataset.term) === arguments[0] && !c.classList.contains('pending')))
+    .map(r => Number(r.dataset.node));";
+
 #[test]
 fn the_page_shows_the_cluster_live_a_put_from_its_form_and_a_failover() {
     let driver = match chromedriver() {
@@ -59,15 +65,12 @@ fn the_page_shows_the_cluster_live_a_put_from_its_form_and_a_failover() {
         c.spawn(id);
     }
     let (leader, _) = c.wait_for_leader(&c.ids(), Duration::from_secs(20));
-    // A few writes first, so the log strips hold more than the put of the test.
+    // Some writes first, so the log strips hold more than the put of the test.
     let mut client = RetryClient::new(1, c.client_addrs());
-    for (key, value) in [
-        ("greeting", "hello"),
-        ("colour", "teal"),
-        ("greeting", "hi"),
-    ] {
+    let keys = ["greeting", "colour", "city", "river", "planet", "fruit"];
+    for (i, key) in keys.iter().cycle().take(15).enumerate() {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let answer = client.write(key, KvOp::Put(value.into()), deadline);
+        let answer = client.write(key, KvOp::Append(format!("{i};")), deadline);
         assert!(matches!(answer, Answer::Ok(_)), "{answer:?}");
     }
 
@@ -109,24 +112,40 @@ fn the_page_shows_the_cluster_live_a_put_from_its_form_and_a_failover() {
     assert_eq!(read.as_deref(), Some(value), "the put really happened");
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "the page logged errors: {errors:?}");
-    if let Some(path) = std::env::var_os("RAFTKV_SCREENSHOT") {
-        let png = browser.screenshot();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        fs::write(&path, png).expect("write the screenshot");
-        eprintln!("wrote {}", Path::new(&path).display());
-    }
 
     // A failover, as `make kill-leader` makes one: the old leader greys out, the
-    // others elect a new one, and the page shows it.
+    // others elect a new one, and the page shows it, and its first entry (the no-op
+    // of its term) committed in the logs of the two left.
     c.kill(leader);
     let survivors: Vec<u64> = c.ids().into_iter().filter(|&id| id != leader).collect();
-    let (new_leader, _) = c.wait_for_leader(&survivors, Duration::from_secs(20));
+    let (new_leader, term) = c.wait_for_leader(&survivors, Duration::from_secs(20));
     let what = format!("n{leader} unreachable, n{new_leader} the only leader");
     wait_for_page(&c, &browser, &what, |rows| {
         rows.iter()
             .all(|r| (r["node"] == leader) != (r["reachable"] == true))
             && leaders(rows) == [new_leader]
     });
+    let deadline = Instant::now() + PAGE_TIMEOUT;
+    loop {
+        let shown = browser.run(NOOP_SHOWN, json!([term]));
+        let shown: Vec<u64> = serde_json::from_value(shown).unwrap_or_default();
+        if shown == survivors {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the no-op of term {term} is not committed in the logs of {survivors:?} on the \
+             page within {PAGE_TIMEOUT:?}; it is in those of {shown:?}\n{}",
+            c.logs_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(path) = std::env::var_os("RAFTKV_SCREENSHOT") {
+        let png = browser.screenshot();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        fs::write(&path, png).expect("write the screenshot");
+        eprintln!("wrote {}", Path::new(&path).display());
+    }
     eprintln!(
         "the browser test took {:.1} s",
         started.elapsed().as_secs_f64()

@@ -459,7 +459,6 @@ fn bad_requests_get_their_status_and_json_and_the_node_stays_fine() {
             "takes GET, PUT, POST, DELETE",
         ),
         ("GET", "/nope", b"", 404, "no such endpoint"),
-        ("GET", "/v1/events", b"", 404, "no such endpoint"),
         ("GET", "/index.html", b"", 404, "no such endpoint"),
         ("POST", "/", b"", 405, "takes GET"),
         (

@@ -275,6 +275,15 @@ impl RaftNode {
     pub fn read_round(&self) -> u64 {
         self.read_round
     }
+    /// Reads whose ReadIndex round a quorum has not acknowledged yet, each with the
+    /// index it will be served at (none unless leading). A read look for observers.
+    pub fn reads_awaiting_quorum(&self) -> impl Iterator<Item = (ReadId, Index)> + '_ {
+        let pending = match &self.role {
+            RoleState::Leader(leader) => Some(&leader.reads_pending),
+            _ => None,
+        };
+        pending.into_iter().flatten().map(|r| (r.id, r.index))
+    }
     pub fn log(&self) -> &Log {
         &self.log
     }

@@ -155,6 +155,7 @@
 
 mod budget;
 mod client_port;
+mod events;
 mod http;
 pub(crate) mod logging;
 mod peer_auth;
@@ -194,6 +195,7 @@ use crate::{
     storage::StorageOptions,
 };
 use budget::Budget;
+use events::{trace, EventBus};
 use logging::{info, warning, Level};
 use peer_auth::Auth;
 use secret::Secret;
@@ -240,6 +242,8 @@ pub struct NodeOptions {
     /// The cluster secret's file (`secret`); `None`: the raft port is open to anyone
     /// who names a member.
     pub secret_file: Option<PathBuf>,
+    /// Print every event on stderr, one `TRACE` line each (`events::trace`).
+    pub trace: bool,
 }
 
 impl Default for NodeOptions {
@@ -257,6 +261,7 @@ impl Default for NodeOptions {
             client_token_file: None,
             client_timeouts: ClientTimeouts::default(),
             secret_file: None,
+            trace: false,
         }
     }
 }
@@ -311,6 +316,8 @@ pub fn run(options: NodeOptions) -> Result<()> {
         .map(|a| bind(a, "HTTP"))
         .transpose()?;
 
+    let events = Arc::new(EventBus::new(options.id, boot.membership.nodes.clone()));
+    let tracer = options.trace.then(|| trace::start(&events)).transpose()?;
     let (inbox_tx, inbox_rx) = bounded(INBOX);
     let shared = Arc::new(Shared {
         id: options.id,
@@ -321,7 +328,6 @@ pub fn run(options: NodeOptions) -> Result<()> {
             .iter()
             .map(|n| (n.id, n.client.clone()))
             .collect(),
-        addresses: boot.membership.nodes.clone(),
         inbox: inbox_tx,
         client_budget: Arc::new(
             Budget::new(client_port::CLIENT_BYTES)
@@ -335,6 +341,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         watch: Arc::default(),
         wal_bytes: AtomicU64::new(boot.storage.wal_bytes()),
         max_line_bytes: options.max_line_bytes,
+        events: Arc::clone(&events),
     });
 
     let snapshots = boot.storage.snapshot_store();
@@ -350,6 +357,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
             tuning: replicator::Tuning::default(),
             queued_bytes,
             keepalive: replicator::Keepalive::for_tick(options.tick_ms, Arc::clone(&shared.watch)),
+            events: Arc::clone(&events),
         };
         spawn(
             &format!("replicator-n{}", node.id),
@@ -393,8 +401,9 @@ pub fn run(options: NodeOptions) -> Result<()> {
     let (snapshot_tx, snapshot_rx) = bounded(1);
     let (garbage_tx, garbage_rx) = bounded(4);
     let (store, inbox) = (boot.storage.snapshot_store(), shared.inbox.clone());
+    let snapshot_events = Arc::clone(&events);
     spawn("snapshotter", 1 << 20, move || {
-        snapshotter::run(store, snapshot_rx, garbage_rx, inbox)
+        snapshotter::run(store, snapshot_rx, garbage_rx, inbox, snapshot_events)
     })?;
     let state = StateLoop::new(
         Arc::clone(&shared),
@@ -423,6 +432,11 @@ pub fn run(options: NodeOptions) -> Result<()> {
     let deadline = Instant::now() + DRAIN_REPLIES;
     while shared.unwritten.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
+    }
+    // The trace's last lines are printed before the process goes.
+    events.end_all();
+    if let Some(tracer) = tracer {
+        let _ = tracer.join();
     }
     info!("stopped");
     Ok(())

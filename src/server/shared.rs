@@ -13,9 +13,8 @@ use std::{
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use super::{budget::Budget, reply_queue::ReplyTo};
+use super::{budget::Budget, events::EventBus, reply_queue::ReplyTo};
 use crate::{
-    config::NodeSpec,
     raft::{Body, Message, NodeId, Term},
     replica::{self, ClientOp, Replica},
 };
@@ -31,9 +30,6 @@ pub(crate) struct Shared {
     pub replica: Mutex<Replica<ReplyTo>>,
     /// Client address of every member, for `leader_addr`.
     pub client_addrs: BTreeMap<NodeId, String>,
-    /// Every member's addresses as the membership lists them: the dashboard finds the
-    /// other nodes' HTTP addresses here (status's `addresses`).
-    pub addresses: Vec<NodeSpec>,
     /// The state thread's input queue, bounded in items; its bytes are bounded by the
     /// two budgets below.
     pub inbox: Sender<Input>,
@@ -63,6 +59,8 @@ pub(crate) struct Shared {
     pub wal_bytes: AtomicU64,
     /// Longest client request line accepted.
     pub max_line_bytes: usize,
+    /// Where every thread reports what it does, for `/v1/events` and `--trace`.
+    pub events: Arc<EventBus>,
 }
 
 impl Shared {

@@ -197,7 +197,8 @@ impl Drop for Browser {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection; the answer's JSON body.
+/// One HTTP/1.1 request on a fresh connection; the answer's JSON body. chromedriver
+/// keeps the connection open whatever we ask, so the body is read by its length.
 fn request(addr: &str, method: &str, path: &str, body: Option<Value>) -> io::Result<Value> {
     let mut stream = TcpStream::connect(addr)?;
     // Generous: starting the browser is the slowest command.
@@ -210,46 +211,40 @@ fn request(addr: &str, method: &str, path: &str, body: Option<Value>) -> io::Res
         body.len()
     )?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let mut fields = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut fields);
-    let head = match response.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err(invalid(format!("not an HTTP answer: {:?}", lossy(&raw)))),
-    };
-    let chunked = response.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding")
-            && String::from_utf8_lossy(h.value).contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(&raw[head..])?
-    } else {
-        raw[head..].to_vec()
-    };
-    serde_json::from_slice(&body).map_err(|e| invalid(format!("{e}: {:?}", lossy(&body))))
-}
-
-/// The body of a chunked answer (read to its end, the connection closed).
-fn dechunk(mut raw: &[u8]) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
+    let mut buf = [0u8; 64 << 10];
     loop {
-        let line_end = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| invalid("a chunk without its size line".into()))?;
-        let size = std::str::from_utf8(&raw[..line_end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .ok_or_else(|| invalid("a bad chunk size".into()))?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
+        let n = stream.read(&mut buf)?;
+        raw.extend_from_slice(&buf[..n]);
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut fields);
+        let head = match response.parse(&raw) {
+            Ok(httparse::Status::Complete(head)) => head,
+            Ok(httparse::Status::Partial) if n > 0 => continue,
+            _ => return Err(invalid(format!("not an HTTP answer: {:?}", lossy(&raw)))),
+        };
+        let length = response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| {
+                std::str::from_utf8(h.value)
+                    .ok()?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            });
+        let complete = match length {
+            Some(length) => raw.len() >= head + length,
+            None => n == 0, // no length: the body ends with the connection
+        };
+        if complete {
+            let body = &raw[head..head + length.unwrap_or(raw.len() - head)];
+            return serde_json::from_slice(body)
+                .map_err(|e| invalid(format!("{e}: {:?}", lossy(body))));
         }
-        if raw.len() < size + 2 {
-            return Err(invalid("a chunk cut short".into()));
+        if n == 0 {
+            return Err(invalid(format!("answer cut short: {:?}", lossy(&raw))));
         }
-        body.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
     }
 }
 

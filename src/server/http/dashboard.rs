@@ -46,7 +46,8 @@ pub(super) fn status(shared: &Shared, log: usize) -> Value {
             .map(entry)
             .collect();
         let addresses: Vec<Value> = shared
-            .addresses
+            .events
+            .members()
             .iter()
             .map(|m| json!({"id": m.id, "raft": m.raft, "client": m.client, "http": m.http}))
             .collect();

@@ -43,6 +43,7 @@
 //! closes after a wrong `auth`. The comparison is [`Token::matches`]: constant time.
 
 mod dashboard;
+mod event_stream;
 mod forward;
 mod parse;
 mod response;
@@ -61,6 +62,7 @@ use serde_json::Value;
 
 use super::{
     client_port::{accept, linger, peer, serve, status, submit, ClientTimeouts},
+    events::{emit, failure, Via, What},
     logging::{debug, info, warning, Throttle},
     reply_queue::{ConnQueue, Slot},
     shared::{Input, Shared},
@@ -288,6 +290,17 @@ fn handle(
             };
             return pushed(answer(queue, shapes, shape, Value::Null));
         }
+        Ok(Call::Events) => {
+            // The stream is the connection's last answer: read nothing more.
+            let shape = Shape {
+                events: true,
+                ..Shape::json(200, true)
+            };
+            return match answer(queue, shapes, shape, Value::Null) {
+                true => Next::Close,
+                false => Next::Gone,
+            };
+        }
         Ok(Call::Client { request, raw_value }) => (request, raw_value),
         Err(message) => return refuse(400, None, &message),
     };
@@ -308,13 +321,21 @@ fn handle(
     let bytes = head.len + body.len();
     let stale = matches!(op, ClientOp::Get { stale: true, .. });
     let leader = (!stale).then(|| leader_elsewhere(shared)).flatten();
+    let tag = shared
+        .events
+        .active()
+        .then(|| shared.events.request(&op, Via::Http));
     let queued = match leader {
-        Some(leader) => submit(queue, shared, None, bytes, |reply| {
+        Some(leader) => submit(queue, shared, None, bytes, tag, |reply| {
+            if let Some(tag) = tag {
+                let to = leader.id;
+                emit!(shared.events, What::Forward { req: tag.req, to });
+            }
             let addr_of = |id| shared.client_addr(Some(id)).map(str::to_string);
             let request = Value::Object(request);
             reply.send(port.forwarder.forward(leader, &request, addr_of));
         }),
-        None => submit(queue, shared, None, bytes, |reply| {
+        None => submit(queue, shared, None, bytes, tag, |reply| {
             // If the state thread has stopped, the request is dropped here and its reply
             // answers `unavailable` as it goes.
             let _ = shared.inbox.send(Input::Request(op, reply));
@@ -393,10 +414,18 @@ fn write_answer(
         return Ok(true); // cannot happen: every slot is pushed with its shape
     };
     match (slot, shape.page) {
-        (Slot::Answered { outcome, .. }, _) => {
+        (Slot::Answered { outcome, tag, .. }, _) => {
+            let answered = tag.map(|tag| (tag, failure(&outcome)));
             let (status, content_type, body) =
                 response::of_outcome(outcome, shape.raw_value, shared);
             response::write(out, status, content_type, &shape, &body)?;
+            if let Some((tag, failure)) = answered {
+                shared.events.reply(tag, failure);
+            }
+        }
+        (Slot::Ready(_), _) if shape.events => {
+            event_stream::serve(out, shared)?;
+            return Ok(true);
         }
         (Slot::Ready(_), _) if shape.status == 100 => response::write_continue(out)?,
         (Slot::Ready(_), Some(page)) => {

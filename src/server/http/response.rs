@@ -33,6 +33,9 @@ pub(super) struct Shape {
     pub page: Option<&'static str>,
     /// Close the connection after this answer.
     pub close: bool,
+    /// The answer is the event stream (`event_stream`): it lasts as long as the
+    /// connection.
+    pub events: bool,
 }
 
 impl Shape {
@@ -44,6 +47,7 @@ impl Shape {
             header: None,
             page: None,
             close,
+            events: false,
         }
     }
 }

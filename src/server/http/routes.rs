@@ -23,6 +23,8 @@ pub(super) enum Route<'a> {
     Kv(KvMethod, &'a str),
     /// `GET /v1/status`.
     Status,
+    /// `GET /v1/events`.
+    Events,
     /// `GET /`: the dashboard.
     Page,
 }
@@ -55,6 +57,7 @@ pub(super) fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, NoRout
         "/register" => ("POST", Route::Simple("register")),
         "/get" => ("GET", Route::SimpleGet),
         "/v1/status" => ("GET", Route::Status),
+        "/v1/events" => ("GET", Route::Events),
         "/" => ("GET", Route::Page),
         _ => {
             let Some(key) = path.strip_prefix("/v1/kv/") else {
@@ -83,6 +86,8 @@ pub(super) enum Call {
     /// Answer with this node's status; with `log`, the dashboard's detail and that
     /// many of the last log entries (`dashboard::status`).
     Status { log: Option<usize> },
+    /// Answer with the event stream.
+    Events,
     /// Serve the dashboard page.
     Page,
     /// Serve this request of the line protocol. `raw_value`: the answer to a get is the
@@ -114,6 +119,7 @@ pub(super) fn call(route: Route<'_>, head: &Head, body: &[u8]) -> Result<Call, S
                 Err(_) => Err("log must be a number of log entries".into()),
             };
         }
+        Route::Events => return Ok(Call::Events),
         Route::Page => return Ok(Call::Page),
         Route::Simple(op) => {
             request = json_body(body)?;
@@ -260,6 +266,8 @@ mod tests {
         assert_eq!(route("POST", "/put"), Ok(Route::Simple("put")));
         assert_eq!(route("GET", "/get"), Ok(Route::SimpleGet));
         assert_eq!(route("GET", "/v1/status"), Ok(Route::Status));
+        assert_eq!(route("GET", "/v1/events"), Ok(Route::Events));
+        assert_eq!(route("POST", "/v1/events"), Err(NoRoute::Method("GET")));
         assert_eq!(route("GET", "/"), Ok(Route::Page));
         assert_eq!(route("HEAD", "/"), Err(NoRoute::Method("GET")));
         assert_eq!(
@@ -271,13 +279,7 @@ mod tests {
             route("PATCH", "/v1/kv/k"),
             Err(NoRoute::Method("GET, PUT, POST, DELETE"))
         );
-        for path in [
-            "/v1/events",
-            "/v1/kv",
-            "/nope",
-            "/v1/status/",
-            "/index.html",
-        ] {
+        for path in ["/v1/kv", "/nope", "/v1/status/", "/index.html"] {
             assert_eq!(route("GET", path), Err(NoRoute::NotFound), "{path}");
         }
     }
