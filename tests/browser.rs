@@ -68,7 +68,7 @@ fn the_page_shows_the_cluster_live_a_put_from_its_form_and_a_failover() {
     // Some writes first, so the log strips hold more than the put of the test.
     let mut client = RetryClient::new(1, c.client_addrs());
     let keys = ["greeting", "colour", "city", "river", "planet", "fruit"];
-    for (i, key) in keys.iter().cycle().take(15).enumerate() {
+    for (i, key) in keys.iter().cycle().take(30).enumerate() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let answer = client.write(key, KvOp::Append(format!("{i};")), deadline);
         assert!(matches!(answer, Answer::Ok(_)), "{answer:?}");
