@@ -11,6 +11,7 @@
 #   make stop        stop the nodes this Makefile started (by pid file)
 #   make clean       stop, then remove data, logs, the secret and cluster.json
 #   make run         the 3 nodes in the foreground, coloured logs, Ctrl-C stops all
+#                    (TRACE=1: every node with --trace, each request's path on stderr)
 #   make test        every test (unit, simulation, real processes)
 #   make golden      rewrite the golden scripts' output (tests/scripts); review the diff
 #   make sim         long simulation soak (SEEDS=100000 by default)
@@ -27,6 +28,9 @@ DATA    ?= cluster-data
 NODES   := 1 2 3
 # Extra `raftkv node` flags for every node, e.g. NODE_ARGS="--snapshot-entries 50"
 NODE_ARGS ?=
+# TRACE=1 starts every node with --trace (make run, make cluster: then in the logs)
+TRACE ?=
+TRACE_ARGS := $(if $(TRACE),--trace)
 # The cluster secret: peers must prove they know it (docs/protocol.md, the peer handshake)
 SECRET  ?= $(DATA)/secret
 RAFT_BASE   ?= 7000
@@ -92,7 +96,7 @@ START_NODE = mkdir -p $(DATA); \
 	else \
 	  ulimit -n $$(ulimit -Hn) 2>/dev/null; \
 	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
-	    --secret-file $(SECRET) $(NODE_ARGS) \
+	    --secret-file $(SECRET) $(NODE_ARGS) $(TRACE_ARGS) \
 	    >>$(DATA)/n$$i.log 2>&1 < /dev/null & echo $$! > $(DATA)/n$$i.pid; \
 	  echo "started n$$i (pid $$(cat $(DATA)/n$$i.pid)), log $(DATA)/n$$i.log"; \
 	fi
@@ -109,6 +113,7 @@ cluster: build $(CLUSTER) $(SECRET)
 	    echo "                       curl $$f/v1/kv/greeting"; \
 	    echo "                       curl -X POST $$f/append -d '{\"key\":\"greeting\",\"value\":\" world\"}'"; \
 	    echo "                       curl $$h/v1/status"; \
+	    echo "the dashboard, live:   http://$$h/"; \
 	    exit 0; \
 	  fi; sleep 0.2; \
 	done; \
@@ -166,7 +171,7 @@ run: build $(CLUSTER) $(SECRET)
 	for i in $(NODES); do \
 	  color=$$((30 + $$i)); \
 	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
-	      --secret-file $(SECRET) $(NODE_ARGS) ) 2>&1 \
+	      --secret-file $(SECRET) $(NODE_ARGS) $(TRACE_ARGS) ) 2>&1 \
 	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" & \
 	done; \
 	wait

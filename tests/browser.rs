@@ -1,4 +1,4 @@
-//! The dashboard (`GET /`, docs/protocol.md §5.1) in a real browser: headless Chromium
+//! The dashboard (`GET /`, docs/protocol.md §5.7) in a real browser: headless Chromium
 //! driven through chromedriver's WebDriver API (`common::webdriver`), on three nodes
 //! started as `make cluster` starts them. The page must show the three nodes as they
 //! report themselves with exactly one leader; a put typed into its form must reach the

@@ -64,6 +64,7 @@
 //! | a line being read | `--max-line-bytes` (8 MiB) per client connection, 64 MiB per peer | `codec` |
 //! | an HTTP request being read | a 16 KiB head and a body of `--max-line-bytes` per connection | `http::parse` |
 //! | connections on the raft port | 16 in the handshake (2 s each, the oldest evicted), one per member, 256 in all | `peer_gate`, `peer_port` |
+//! | events waiting for a watcher | 4,096 per SSE stream (32 streams at most), 65,536 for `--trace`; beyond, events are lost and counted | `events` |
 //!
 //! A reader that finds no room waits before it queues (its connection's bytes first,
 //! then the node's), and its client is slowed by TCP; nothing is refused for being
@@ -132,6 +133,13 @@
 //! has the same reader and writer threads, response queue, budgets and connection cap
 //! as a client connection, and a follower's HTTP reader forwards what needs the leader
 //! to the leader's client port.
+//!
+//! **Events** (`events`): every thread reports what it does (a request read, a batch
+//! taken, a write, an fsync, a message sent or read, a commit, a reply written) on the
+//! node's event bus, for `GET /v1/events` and `--trace`. Each watcher has a bounded
+//! queue that events are only offered to (`try_send`): a slow one loses events and is
+//! told how many, and no thread ever waits for it. With nobody watching an event costs
+//! one relaxed atomic load.
 //!
 //! **Order per connection.** A client connection's reader appends one slot per request
 //! to the connection's response queue in arrival order; the request's reply channel

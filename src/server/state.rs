@@ -5,7 +5,9 @@
 //! simulator runs. What is particular to a real node lives here, in [`NodeIo`]: the
 //! WAL behind [`Durable`], the replicators' queues behind [`Transport`], the
 //! connections' reply channels behind [`Replies`], and log lines for role, term and
-//! leader changes, and for peer messages the core refused, behind [`Observer`].
+//! leader changes, and for peer messages the core refused, behind [`Observer`]. The
+//! same seams report the thread's events (`events::state`): the batch and its
+//! requests, the WAL write and the fsync, and what the observer sees.
 //!
 //! **How long a turn takes is bounded, whatever the input.** A turn writes and syncs
 //! what its batch produced, and ticks, heartbeats and elections wait for it (a tick is

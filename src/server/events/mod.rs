@@ -1,6 +1,6 @@
 //! Events: what the threads of a node did, as it happens, for the dashboard's
 //! `GET /v1/events` and for `raftkv node --trace`. One vocabulary serves both
-//! ([`vocabulary`], docs/protocol.md §5): a client request is numbered (`req`) where it
+//! ([`vocabulary`], docs/protocol.md §5.6): a client request is numbered (`req`) where it
 //! is read, and every thread that moves it on says so in its own name, so one put can
 //! be followed from the client reader through the state thread, the WAL and the fsync,
 //! the replicators and the followers' peer readers, back to the commit, the apply and
@@ -109,7 +109,7 @@ pub(crate) struct EventBus {
     members: Vec<NodeSpec>,
     subscribers: RwLock<Vec<Subscriber>>,
     /// How many subscribers there are: non-zero is [`EventBus::active`].
-    watching: AtomicUsize,
+    subscribed: AtomicUsize,
     /// The last request number given ([`EventBus::request`]).
     last_req: AtomicU64,
     /// The last subscriber id given.
@@ -166,7 +166,7 @@ impl EventBus {
             node,
             members,
             subscribers: RwLock::new(Vec::new()),
-            watching: AtomicUsize::new(0),
+            subscribed: AtomicUsize::new(0),
             last_req: AtomicU64::new(0),
             last_subscriber: AtomicU64::new(0),
             heartbeats,
@@ -177,7 +177,7 @@ impl EventBus {
     /// Whether anyone watches: ask before building an event ([`emit!`]).
     #[inline]
     pub(crate) fn active(&self) -> bool {
-        self.watching.load(Ordering::Relaxed) > 0
+        self.subscribed.load(Ordering::Relaxed) > 0
     }
 
     /// Offers an event to every subscriber, now, from this thread. Never blocks.
@@ -222,7 +222,7 @@ impl EventBus {
             queue: tx,
             lost: AtomicU64::new(0),
         });
-        self.watching.store(subscribers.len(), Ordering::Relaxed);
+        self.subscribed.store(subscribers.len(), Ordering::Relaxed);
         Some(Subscription {
             bus: Arc::clone(self),
             id,
@@ -245,7 +245,7 @@ impl EventBus {
     fn drop_subscribers(&self, which: impl Fn(&Subscriber) -> bool) {
         let mut subscribers = self.subscribers.write();
         subscribers.retain(|s| !which(s));
-        self.watching.store(subscribers.len(), Ordering::Relaxed);
+        self.subscribed.store(subscribers.len(), Ordering::Relaxed);
     }
 
     /// Numbers a client request just read off its connection (`op`, through `via`) and
@@ -319,8 +319,9 @@ impl EventBus {
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
             return;
         }
-        // One thread wins the interval; the others go on counting into the next.
-        if now - since < HEARTBEAT_SUMMARY.as_millis() as u64
+        // One thread wins the interval; the others go on counting into the next. (Another
+        // thread may have started an interval after this one read the clock.)
+        if now.saturating_sub(since) < HEARTBEAT_SUMMARY.as_millis() as u64
             || tally
                 .since
                 .compare_exchange(since, now, Ordering::Relaxed, Ordering::Relaxed)

@@ -1,4 +1,4 @@
-//! The dashboard (docs/protocol.md §5.1, `GET /`): one self-contained page, and the
+//! The dashboard (docs/protocol.md §5.7, `GET /`): one self-contained page, and the
 //! detail of `GET /v1/status?log=N` it reads from every node.
 //!
 //! The page is hand-written HTML, CSS and JavaScript (`dashboard.html`), compiled into

@@ -37,6 +37,10 @@
 //! first byte (408). Any request whose framing is in doubt is answered and the
 //! connection closed; every other bad request is answered 400 and the connection stays.
 //!
+//! **The event stream** (`GET /v1/events`, [`event_stream`]) is the one answer that does
+//! not come from a request: the reader stops after it and the connection's writer
+//! thread streams the node's events until the client goes away.
+//!
 //! **Authentication.** With `--client-token-file`, every request needs
 //! `Authorization: Bearer <token>`: without one it is answered 401 (the connection
 //! stays); with a wrong one 401 and the connection is closed, as the client port
