@@ -45,6 +45,11 @@
 //! `Authorization: Bearer <token>`: without one it is answered 401 (the connection
 //! stays); with a wrong one 401 and the connection is closed, as the client port
 //! closes after a wrong `auth`. The comparison is [`Token::matches`]: constant time.
+//!
+//! **The dashboard** ([`dashboard`]): `GET /` is a page compiled into the binary, which
+//! reads every node's `GET /v1/status?log=N` (status with the detail it shows) and
+//! event stream. Status answers carry `Access-Control-Allow-Origin: *` so that a page
+//! served by one node can read the others; key reads do not.
 
 mod dashboard;
 mod event_stream;
