@@ -11,11 +11,14 @@
 #   make stop        stop the nodes this Makefile started (by pid file)
 #   make clean       stop, then remove data, logs, the secret and cluster.json
 #   make run         the 3 nodes in the foreground, coloured logs, Ctrl-C stops all
+#                    (TRACE=1: every node with --trace, each request's path on stderr)
 #   make test        every test (unit, simulation, real processes)
 #   make golden      rewrite the golden scripts' output (tests/scripts); review the diff
 #   make sim         long simulation soak (SEEDS=100000 by default)
 #   make sim-hostile long soak of the hostile sweep, both modes (SEEDS=100000 by default)
 #   make bench       the benchmark table of docs/benchmarks.md against `make cluster`
+#   make test-browser the dashboard in headless Chromium (installs chromium and
+#                    chromium-driver with apt-get when missing); writes docs/dashboard.png
 
 CARGO   ?= cargo
 SEEDS   ?= 100000
@@ -25,6 +28,9 @@ DATA    ?= cluster-data
 NODES   := 1 2 3
 # Extra `raftkv node` flags for every node, e.g. NODE_ARGS="--snapshot-entries 50"
 NODE_ARGS ?=
+# TRACE=1 starts every node with --trace (make run, make cluster: then in the logs)
+TRACE ?=
+TRACE_ARGS := $(if $(TRACE),--trace)
 # The cluster secret: peers must prove they know it (docs/protocol.md, the peer handshake)
 SECRET  ?= $(DATA)/secret
 RAFT_BASE   ?= 7000
@@ -33,13 +39,23 @@ HTTP_BASE   ?= 9000
 # `make restart 2` as well as `make restart N=2`
 N ?= $(word 2,$(MAKECMDGOALS))
 
-.PHONY: build test golden sim sim-hostile cluster repl status stop clean run kill-leader restart bench fmt lint
+.PHONY: build test test-browser golden sim sim-hostile cluster repl status stop clean run kill-leader restart bench fmt lint
 
 build:
 	$(CARGO) build --release
 
 test:
 	$(CARGO) test --release
+
+# The browser test skips itself without Chromium; here it is installed first (Debian's
+# packages), so the test really runs, and it writes the README's screenshot.
+test-browser:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null; then \
+	  sudo=''; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  $$sudo apt-get update && $$sudo apt-get install -y chromium chromium-driver || exit 1; \
+	fi
+	RAFTKV_SCREENSHOT=docs/dashboard.png $(CARGO) test --release --test browser -- --nocapture
 
 sim:
 	RAFTKV_SEEDS=$(SEEDS) $(CARGO) test --release --test sim_sweep -- --ignored --nocapture soak
@@ -80,7 +96,7 @@ START_NODE = mkdir -p $(DATA); \
 	else \
 	  ulimit -n $$(ulimit -Hn) 2>/dev/null; \
 	  nohup $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
-	    --secret-file $(SECRET) $(NODE_ARGS) \
+	    --secret-file $(SECRET) $(NODE_ARGS) $(TRACE_ARGS) \
 	    >>$(DATA)/n$$i.log 2>&1 < /dev/null & echo $$! > $(DATA)/n$$i.pid; \
 	  echo "started n$$i (pid $$(cat $(DATA)/n$$i.pid)), log $(DATA)/n$$i.log"; \
 	fi
@@ -97,6 +113,7 @@ cluster: build $(CLUSTER) $(SECRET)
 	    echo "                       curl $$f/v1/kv/greeting"; \
 	    echo "                       curl -X POST $$f/append -d '{\"key\":\"greeting\",\"value\":\" world\"}'"; \
 	    echo "                       curl $$h/v1/status"; \
+	    echo "the dashboard, live:   http://$$h/"; \
 	    exit 0; \
 	  fi; sleep 0.2; \
 	done; \
@@ -154,7 +171,7 @@ run: build $(CLUSTER) $(SECRET)
 	for i in $(NODES); do \
 	  color=$$((30 + $$i)); \
 	  ( trap - INT TERM; exec $(BIN) node --id $$i --cluster $(CLUSTER) --data-dir $(DATA)/n$$i \
-	      --secret-file $(SECRET) $(NODE_ARGS) ) 2>&1 \
+	      --secret-file $(SECRET) $(NODE_ARGS) $(TRACE_ARGS) ) 2>&1 \
 	    | sed -u "s/^/$$(printf '\033[%sm' $$color)[n$$i]$$(printf '\033[0m') /" & \
 	done; \
 	wait

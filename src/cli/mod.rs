@@ -151,6 +151,9 @@ pub struct NodeArgs {
     /// File holding the cluster secret (at least 16 bytes; trailing whitespace is ignored): peers must prove they know it, and may speak only under the member id they proved
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// Print every step of every request on stderr as it happens, one TRACE line each (the events of GET /v1/events, without heartbeat summaries); costs nothing when off
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// Where the cluster is: at most one of `--cluster` and `--servers`; with neither, see
@@ -354,6 +357,7 @@ fn run_node(args: NodeArgs) -> i32 {
             }
         },
         secret_file: args.secret_file,
+        trace: args.trace,
     };
     match crate::server::run(options) {
         Ok(()) => EXIT_OK,

@@ -1,5 +1,7 @@
 //! One Raft node: the roles, the RPC handlers and the outputs the caller drains.
 
+use std::collections::BTreeMap;
+
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::{
@@ -273,6 +275,15 @@ impl RaftNode {
     pub fn read_round(&self) -> u64 {
         self.read_round
     }
+    /// Reads whose ReadIndex round a quorum has not acknowledged yet, each with the
+    /// index it will be served at (none unless leading). A read look for observers.
+    pub fn reads_awaiting_quorum(&self) -> impl Iterator<Item = (ReadId, Index)> + '_ {
+        let pending = match &self.role {
+            RoleState::Leader(leader) => Some(&leader.reads_pending),
+            _ => None,
+        };
+        pending.into_iter().flatten().map(|r| (r.id, r.index))
+    }
     pub fn log(&self) -> &Log {
         &self.log
     }
@@ -280,6 +291,14 @@ impl RaftNode {
         HardState {
             term: self.term,
             voted_for: self.voted_for,
+        }
+    }
+    /// While leading, what this leader knows of each follower's log, by id (for status
+    /// and the dashboard); `None` in any other role.
+    pub fn replication(&self) -> Option<&BTreeMap<NodeId, Progress>> {
+        match &self.role {
+            RoleState::Leader(leader) => Some(&leader.progress),
+            _ => None,
         }
     }
     /// All members, sorted.

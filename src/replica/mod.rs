@@ -35,7 +35,7 @@ use crate::{
     kv::{Command, SessionId, SessionLimits, Stamp, Store, WriteResult},
     protocol::ErrorCode,
     raft::{
-        Body, Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, Role,
+        Body, Config, Entry, HardState, Index, Message, NodeId, Payload, RaftNode, ReadId, Role,
         SnapshotMeta, Term, Violation,
     },
 };
@@ -339,6 +339,20 @@ impl<T> Replica<T> {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
+    }
+
+    /// The reply address of the write proposed at `index` in `term`, while it waits
+    /// for commit (for observers: which request an appended entry is).
+    pub fn waiting_write(&self, index: Index, term: Term) -> Option<&T> {
+        self.pending_writes
+            .get(&index)
+            .filter(|w| w.term == term)
+            .map(|w| &w.token)
+    }
+
+    /// The reply address of linearizable read `id`, while it waits (for observers).
+    pub fn waiting_read(&self, id: ReadId) -> Option<&T> {
+        self.pending_reads.get(&id).map(|r| &r.token)
     }
 
     /// Feeds one input in; its effects come out of the next [`ready`](Self::ready).

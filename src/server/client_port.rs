@@ -53,6 +53,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
+    events::{failure, ReqTag, Via},
     logging::{debug, info, warning, Throttle},
     reply_queue::{ConnQueue, ReplyTo, Slot},
     shared::{Input, Shared},
@@ -65,7 +66,7 @@ use crate::{
         error_response, ok_response, parse_request, registered_response, ErrorCode, Op, Status,
         Token,
     },
-    replica::{ClientOp, Outcome},
+    replica::{ClientOp, Outcome, Replica},
 };
 
 /// Most client connections served at once; more are closed at once with a log line.
@@ -483,9 +484,13 @@ fn handle_line(
         Op::Register => ClientOp::Register,
         Op::Auth { .. } => unreachable!("answered above"),
     };
+    let tag = shared
+        .events
+        .active()
+        .then(|| shared.events.request(&op, Via::Line));
     // The request line's length stands for what the request holds until answered
     // (its parsed form is no larger).
-    let queued = submit(queue, shared, request.id, line.len(), |reply| {
+    let queued = submit(queue, shared, request.id, line.len(), tag, |reply| {
         // If the state thread has stopped, the request is dropped here and its reply
         // channel answers `unavailable` as it goes.
         let _ = shared.inbox.send(Input::Request(op, reply));
@@ -497,17 +502,20 @@ fn handle_line(
 /// `deliver` hands that on (to the state thread, or to the HTTP port's forwarding),
 /// unless the node is shutting down. This may wait for room on the connection and in
 /// the node, `bytes` standing for what the request holds until answered
-/// (backpressure). False if the connection's writer is gone.
+/// (backpressure); `tag` is the request's number for events, if it has one. False if
+/// the connection's writer is gone.
 pub(crate) fn submit(
     queue: &Arc<ConnQueue>,
     shared: &Shared,
     id: Option<Value>,
     bytes: usize,
+    tag: Option<ReqTag>,
     deliver: impl FnOnce(ReplyTo),
 ) -> bool {
     let Some(reply) = queue.push_pending(id, bytes) else {
         return false;
     };
+    let reply = reply.tagged(tag);
     if shared.is_shutting_down() {
         reply.send(Outcome::shutting_down());
     } else {
@@ -710,7 +718,15 @@ fn write_loop(
 /// Writes one answer of the line protocol; true for [`Slot::Close`].
 fn write_answer(out: &mut BufWriter<&TcpStream>, slot: Slot, shared: &Shared) -> io::Result<bool> {
     match slot {
-        Slot::Answered { id, outcome, .. } => write_outcome(out, id.as_ref(), outcome, shared)?,
+        Slot::Answered {
+            id, outcome, tag, ..
+        } => {
+            let answered = tag.map(|tag| (tag, failure(&outcome)));
+            write_outcome(out, id.as_ref(), outcome, shared)?;
+            if let Some((tag, failure)) = answered {
+                shared.events.reply(tag, failure);
+            }
+        }
         Slot::Ready(v) => write_json_line(out, &v)?,
         Slot::Close => return Ok(true),
         Slot::Pending => unreachable!("only filled slots are taken"),
@@ -773,8 +789,20 @@ fn write_outcome(
 
 /// This node's view of the cluster, from a brief look under the mutex.
 pub(crate) fn status(id: Option<Value>, shared: &Shared) -> Value {
+    status_with(id, shared, |_, _| {})
+}
+
+/// [`status`], with the fields `more` adds from the same look under the mutex (the
+/// HTTP port's detail for the dashboard), so that they agree with the rest.
+pub(crate) fn status_with(
+    id: Option<Value>,
+    shared: &Shared,
+    more: impl FnOnce(&Replica<ReplyTo>, &mut Map<String, Value>),
+) -> Value {
+    let mut extra = Map::new();
     let status = {
         let r = shared.replica.lock();
+        more(&r, &mut extra);
         let n = r.node();
         Status {
             node: n.id(),
@@ -797,10 +825,11 @@ pub(crate) fn status(id: Option<Value>, shared: &Shared) -> Value {
         leader_addr: shared.client_addr(status.leader).map(str::to_string),
         ..status
     };
-    let fields = match serde_json::to_value(&status) {
+    let mut fields = match serde_json::to_value(&status) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(), // cannot happen: Status is a plain struct
     };
+    fields.extend(extra);
     ok_response(id, fields)
 }
 

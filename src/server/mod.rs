@@ -64,6 +64,7 @@
 //! | a line being read | `--max-line-bytes` (8 MiB) per client connection, 64 MiB per peer | `codec` |
 //! | an HTTP request being read | a 16 KiB head and a body of `--max-line-bytes` per connection | `http::parse` |
 //! | connections on the raft port | 16 in the handshake (2 s each, the oldest evicted), one per member, 256 in all | `peer_gate`, `peer_port` |
+//! | events waiting for a watcher | 4,096 per SSE stream (32 streams at most), 65,536 for `--trace`; beyond, events are lost and counted | `events` |
 //!
 //! A reader that finds no room waits before it queues (its connection's bytes first,
 //! then the node's), and its client is slowed by TCP; nothing is refused for being
@@ -133,6 +134,13 @@
 //! as a client connection, and a follower's HTTP reader forwards what needs the leader
 //! to the leader's client port.
 //!
+//! **Events** (`events`): every thread reports what it does (a request read, a batch
+//! taken, a write, an fsync, a message sent or read, a commit, a reply written) on the
+//! node's event bus, for `GET /v1/events` and `--trace`. Each watcher has a bounded
+//! queue that events are only offered to (`try_send`): a slow one loses events and is
+//! told how many, and no thread ever waits for it. With nobody watching an event costs
+//! one relaxed atomic load.
+//!
 //! **Order per connection.** A client connection's reader appends one slot per request
 //! to the connection's response queue in arrival order; the request's reply channel
 //! fills exactly that slot, and the writer sends filled slots from the front only. So
@@ -155,6 +163,7 @@
 
 mod budget;
 mod client_port;
+mod events;
 mod http;
 pub(crate) mod logging;
 mod peer_auth;
@@ -194,6 +203,7 @@ use crate::{
     storage::StorageOptions,
 };
 use budget::Budget;
+use events::{trace, EventBus};
 use logging::{info, warning, Level};
 use peer_auth::Auth;
 use secret::Secret;
@@ -240,6 +250,8 @@ pub struct NodeOptions {
     /// The cluster secret's file (`secret`); `None`: the raft port is open to anyone
     /// who names a member.
     pub secret_file: Option<PathBuf>,
+    /// Print every event on stderr, one `TRACE` line each (`events::trace`).
+    pub trace: bool,
 }
 
 impl Default for NodeOptions {
@@ -257,6 +269,7 @@ impl Default for NodeOptions {
             client_token_file: None,
             client_timeouts: ClientTimeouts::default(),
             secret_file: None,
+            trace: false,
         }
     }
 }
@@ -311,6 +324,8 @@ pub fn run(options: NodeOptions) -> Result<()> {
         .map(|a| bind(a, "HTTP"))
         .transpose()?;
 
+    let events = Arc::new(EventBus::new(options.id, boot.membership.nodes.clone()));
+    let tracer = options.trace.then(|| trace::start(&events)).transpose()?;
     let (inbox_tx, inbox_rx) = bounded(INBOX);
     let shared = Arc::new(Shared {
         id: options.id,
@@ -334,6 +349,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
         watch: Arc::default(),
         wal_bytes: AtomicU64::new(boot.storage.wal_bytes()),
         max_line_bytes: options.max_line_bytes,
+        events: Arc::clone(&events),
     });
 
     let snapshots = boot.storage.snapshot_store();
@@ -349,6 +365,7 @@ pub fn run(options: NodeOptions) -> Result<()> {
             tuning: replicator::Tuning::default(),
             queued_bytes,
             keepalive: replicator::Keepalive::for_tick(options.tick_ms, Arc::clone(&shared.watch)),
+            events: Arc::clone(&events),
         };
         spawn(
             &format!("replicator-n{}", node.id),
@@ -392,8 +409,9 @@ pub fn run(options: NodeOptions) -> Result<()> {
     let (snapshot_tx, snapshot_rx) = bounded(1);
     let (garbage_tx, garbage_rx) = bounded(4);
     let (store, inbox) = (boot.storage.snapshot_store(), shared.inbox.clone());
+    let snapshot_events = Arc::clone(&events);
     spawn("snapshotter", 1 << 20, move || {
-        snapshotter::run(store, snapshot_rx, garbage_rx, inbox)
+        snapshotter::run(store, snapshot_rx, garbage_rx, inbox, snapshot_events)
     })?;
     let state = StateLoop::new(
         Arc::clone(&shared),
@@ -422,6 +440,11 @@ pub fn run(options: NodeOptions) -> Result<()> {
     let deadline = Instant::now() + DRAIN_REPLIES;
     while shared.unwritten.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
+    }
+    // The trace's last lines are printed before the process goes.
+    events.end_all();
+    if let Some(tracer) = tracer {
+        let _ = tracer.join();
     }
     info!("stopped");
     Ok(())

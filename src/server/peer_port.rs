@@ -66,6 +66,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::{
     budget::Budget,
+    events::{Beats, EventBus, Way},
     logging::{debug, info, warning, Throttle},
     peer_auth::{self, Auth, PeerStream},
     peer_gate::{Admitted, Gate, MAX_HANDSHAKING},
@@ -115,6 +116,8 @@ pub(crate) struct Inbound {
     pub store: SnapshotStore,
     /// The connections in the handshake and the members' (see `peer_gate`).
     pub gate: Gate,
+    /// Where the messages read are reported (`recv`, `heartbeats`).
+    pub events: Arc<EventBus>,
 }
 
 /// Accepts peer connections forever; incoming snapshots go to `store`.
@@ -130,6 +133,7 @@ pub(crate) fn listen(
         budget: Arc::clone(&shared.peer_budget),
         store,
         gate: Gate::default(),
+        events: Arc::clone(&shared.events),
     });
     drop(shared);
     let mut throttle = Throttle::new(Duration::from_secs(1));
@@ -199,6 +203,7 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
     let mut buf = Vec::with_capacity(4096);
     // The receiver thread's queue, once a snapshot frame came.
     let mut frames: Option<Sender<Frame>> = None;
+    let mut beats = Beats::default();
     loop {
         if buf.capacity() > 1 << 20 {
             buf = Vec::with_capacity(4096); // do not keep a huge buffer per connection
@@ -235,6 +240,9 @@ pub(super) fn read_peer(stream: TcpStream, addr: &str, inbound: &Arc<Inbound>) {
                     let what = format!("sent a message from n{} to n{}", message.from, message.to);
                     inbound.gate.violation(from, addr, &what);
                     break;
+                }
+                if inbound.events.active() {
+                    inbound.events.message(Way::Received, &message, &mut beats);
                 }
                 // Waits while the inbox holds too many bytes of peer messages: the
                 // sender's replicator is then slowed by TCP. The state thread gives

@@ -115,6 +115,7 @@ use crossbeam_channel::{
 };
 
 use super::{
+    events::{Beats, EventBus, Way},
     logging::{debug, info, warning, Throttle},
     peer_auth::{self, Auth, Failure, PeerStream},
     peer_port::resolve,
@@ -281,6 +282,8 @@ pub(crate) struct Link {
     pub queued_bytes: Arc<AtomicUsize>,
     /// When to resend the last heartbeat while the state thread waits for its disk.
     pub keepalive: Keepalive,
+    /// Where the messages written are reported (`send`, `heartbeats`).
+    pub events: Arc<EventBus>,
 }
 
 /// Runs until the state thread drops the sending side of `queue`.
@@ -301,6 +304,7 @@ pub(crate) fn run(link: Link, queue: Receiver<Message>) {
                     queue: &queue,
                     transfer: None,
                     last_heartbeat: None,
+                    beats: Beats::default(),
                 };
                 let result = session.serve(stream);
                 match result {
@@ -466,10 +470,12 @@ struct Session<'a> {
     /// The last AppendEntries written on this connection, without its entries: what
     /// a keepalive resends.
     last_heartbeat: Option<Message>,
+    /// Which of the messages written are plain heartbeats (events).
+    beats: Beats,
 }
 
 /// What woke the replicator.
-enum Event {
+enum Wake {
     Message(Message),
     QueueClosed,
     Ack(Ack),
@@ -489,24 +495,24 @@ impl Session<'_> {
     fn serve(&mut self, stream: BufReader<PeerStream>) -> io::Result<()> {
         let mut conn = Conn::open(stream, self.link.peer)?;
         loop {
-            match self.next_event(&mut conn)? {
-                Event::Message(m) => self.on_message(m, &mut conn)?,
-                Event::QueueClosed => return conn.out.flush(),
-                Event::Ack(ack) => self.on_ack(ack),
-                Event::AcksClosed => {
+            match self.next_wake(&mut conn)? {
+                Wake::Message(m) => self.on_message(m, &mut conn)?,
+                Wake::QueueClosed => return conn.out.flush(),
+                Wake::Ack(ack) => self.on_ack(ack),
+                Wake::AcksClosed => {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionAborted,
                         "the peer closed the connection",
                     ))
                 }
-                Event::Disk(disk) => self.on_disk(disk, &mut conn)?,
-                Event::DiskClosed => {
+                Wake::Disk(disk) => self.on_disk(disk, &mut conn)?,
+                Wake::DiskClosed => {
                     if let Some(t) = self.transfer.take() {
                         self.link
                             .end(t, Err("the snapshot reader thread stopped".into()));
                     }
                 }
-                Event::Timeout => {
+                Wake::Timeout => {
                     if let Some(t) = self.transfer.take() {
                         let ms = t.last_progress.elapsed().as_millis();
                         let why = format!("no progress for {ms} ms; reconnecting");
@@ -517,7 +523,7 @@ impl Session<'_> {
                         "a snapshot transfer stalled",
                     ));
                 }
-                Event::Idle => {}
+                Wake::Idle => {}
             }
             self.keep_alive(&mut conn)?;
             conn.ping_if_idle()?;
@@ -551,26 +557,31 @@ impl Session<'_> {
             busy.as_millis()
         );
         conn.last_write = Instant::now();
-        write_json_line(&mut conn.out, heartbeat)
+        write_json_line(&mut conn.out, heartbeat)?;
+        let events = &self.link.events;
+        if events.active() {
+            events.heartbeat(self.link.peer, Way::Sent);
+        }
+        Ok(())
     }
 
     /// The next thing to do. Acknowledgements first (bookkeeping only, and they open
     /// the window), then the deadline, then queued messages, and only then the next
     /// chunk: a chunk never overtakes a queued message. Flushes before blocking.
-    fn next_event(&mut self, conn: &mut Conn) -> io::Result<Event> {
+    fn next_wake(&mut self, conn: &mut Conn) -> io::Result<Wake> {
         match conn.acks.try_recv() {
-            Ok(ack) => return Ok(Event::Ack(ack)),
-            Err(TryRecvError::Disconnected) => return Ok(Event::AcksClosed),
+            Ok(ack) => return Ok(Wake::Ack(ack)),
+            Err(TryRecvError::Disconnected) => return Ok(Wake::AcksClosed),
             Err(TryRecvError::Empty) => {}
         }
         let tuning = &self.link.tuning;
         let deadline = self.transfer.as_ref().and_then(|t| t.deadline(tuning));
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(Event::Timeout);
+            return Ok(Wake::Timeout);
         }
         match self.queue.try_recv() {
-            Ok(m) => return Ok(Event::Message(m)),
-            Err(TryRecvError::Disconnected) => return Ok(Event::QueueClosed),
+            Ok(m) => return Ok(Wake::Message(m)),
+            Err(TryRecvError::Disconnected) => return Ok(Wake::QueueClosed),
             Err(TryRecvError::Empty) => {}
         }
         let idle = never();
@@ -579,8 +590,8 @@ impl Session<'_> {
             _ => &idle,
         };
         match disk.try_recv() {
-            Ok(d) => return Ok(Event::Disk(d)),
-            Err(TryRecvError::Disconnected) => return Ok(Event::DiskClosed),
+            Ok(d) => return Ok(Wake::Disk(d)),
+            Err(TryRecvError::Disconnected) => return Ok(Wake::DiskClosed),
             Err(TryRecvError::Empty) => {}
         }
         conn.out.flush()?;
@@ -594,16 +605,21 @@ impl Session<'_> {
         }
         wait = wait.min(PING_EVERY.saturating_sub(conn.last_write.elapsed()));
         Ok(select! {
-            recv(self.queue) -> m => m.map_or(Event::QueueClosed, Event::Message),
-            recv(conn.acks) -> a => a.map_or(Event::AcksClosed, Event::Ack),
-            recv(disk) -> d => d.map_or(Event::DiskClosed, Event::Disk),
-            default(wait) => Event::Idle,
+            recv(self.queue) -> m => m.map_or(Wake::QueueClosed, Wake::Message),
+            recv(conn.acks) -> a => a.map_or(Wake::AcksClosed, Wake::Ack),
+            recv(disk) -> d => d.map_or(Wake::DiskClosed, Wake::Disk),
+            default(wait) => Wake::Idle,
         })
     }
 
     fn on_message(&mut self, m: Message, conn: &mut Conn) -> io::Result<()> {
         self.link.taken(&m);
+        let events = &self.link.events;
         if let Body::InstallSnapshot { meta } = m.body {
+            // Its data goes in frames of its own; the message stands for the transfer.
+            if events.active() {
+                events.message(Way::Sent, &m, &mut self.beats);
+            }
             self.start_transfer(&m, meta);
             return Ok(());
         }
@@ -616,6 +632,9 @@ impl Session<'_> {
         }
         conn.last_write = Instant::now();
         write_json_line(&mut conn.out, &m)?;
+        if events.active() {
+            events.message(Way::Sent, &m, &mut self.beats);
+        }
         if let Some(heartbeat) = as_heartbeat(&m) {
             self.last_heartbeat = Some(heartbeat);
         }
@@ -1063,6 +1082,7 @@ mod tests {
                 every,
                 at_most,
             },
+            events: Arc::new(EventBus::new(1, Vec::new())),
         };
         thread::spawn(move || run(link, rx));
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -1193,6 +1213,7 @@ mod tests {
             tuning: Tuning::default(),
             queued_bytes: Arc::clone(&queued_bytes),
             keepalive: Keepalive::default(),
+            events: Arc::new(EventBus::new(1, Vec::new())),
         };
         for m in rx.try_iter() {
             link_bytes.taken(&m);

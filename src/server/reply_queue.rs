@@ -37,18 +37,20 @@ use std::{
 use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 
-use super::budget::Budget;
+use super::{budget::Budget, events::ReqTag};
 use crate::replica::Outcome;
 
 /// What the writer will send for one request.
 pub(crate) enum Slot {
     /// Waiting for the state thread (the id to echo travels with the [`ReplyTo`]).
     Pending,
-    /// The state thread's answer, counted as `bytes` until it is written.
+    /// The state thread's answer, counted as `bytes` until it is written; `tag` is
+    /// the request's, if it was numbered for events.
     Answered {
         id: Option<Value>,
         outcome: Outcome,
         bytes: usize,
+        tag: Option<ReqTag>,
     },
     /// An answer known without the state thread (`status`, `bad_request`).
     Ready(Value),
@@ -123,6 +125,8 @@ pub(crate) struct ReplyTo {
     /// The request's bytes, held in both byte bounds until the answer replaces them.
     bytes: usize,
     sent: bool,
+    /// The request's number and read time, while someone watches events.
+    tag: Option<ReqTag>,
 }
 
 impl ConnQueue {
@@ -192,6 +196,7 @@ impl ConnQueue {
             id,
             bytes,
             sent: false,
+            tag: None,
         })
     }
 
@@ -284,6 +289,17 @@ impl ConnQueue {
 }
 
 impl ReplyTo {
+    /// The same reply address, for a request numbered `tag` (events).
+    pub(crate) fn tagged(mut self, tag: Option<ReqTag>) -> ReplyTo {
+        self.tag = tag;
+        self
+    }
+
+    /// The request's number and read time, if it has them.
+    pub(crate) fn tag(&self) -> Option<ReqTag> {
+        self.tag
+    }
+
     /// Delivers the answer; never blocks for more than a brief lock.
     pub(crate) fn send(mut self, outcome: Outcome) {
         self.fill(outcome);
@@ -314,6 +330,7 @@ impl ReplyTo {
             id: self.id.take(),
             outcome,
             bytes,
+            tag: self.tag,
         };
         inner.bytes = inner.bytes + bytes - self.bytes;
         if at == 0 {

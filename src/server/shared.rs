@@ -13,7 +13,7 @@ use std::{
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use super::{budget::Budget, reply_queue::ReplyTo};
+use super::{budget::Budget, events::EventBus, reply_queue::ReplyTo};
 use crate::{
     raft::{Body, Message, NodeId, Term},
     replica::{self, ClientOp, Replica},
@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub wal_bytes: AtomicU64,
     /// Longest client request line accepted.
     pub max_line_bytes: usize,
+    /// Where every thread reports what it does, for `/v1/events` and `--trace`.
+    pub events: Arc<EventBus>,
 }
 
 impl Shared {

@@ -14,11 +14,12 @@
 //! hundred thousand entries takes tens of milliseconds, which the state thread (and the
 //! heartbeats it sends) should not spend.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
 use super::{
+    events::{emit, EventBus, What},
     logging::{error, info},
     shared::Input,
 };
@@ -30,6 +31,7 @@ pub(crate) fn run(
     queue: Receiver<Snapshot>,
     garbage: Receiver<Vec<Entry>>,
     inbox: Sender<Input>,
+    events: Arc<EventBus>,
 ) {
     loop {
         let snapshot = select! {
@@ -56,6 +58,15 @@ pub(crate) fn run(
                     body.len(),
                     encoded.as_millis(),
                     (started.elapsed() - encoded).as_millis()
+                );
+                emit!(
+                    events,
+                    What::Snapshot {
+                        index: meta.index,
+                        term: meta.term,
+                        from: None,
+                        bytes: Some(body.len() as u64),
+                    }
                 );
                 Input::SnapshotSaved(meta)
             }

@@ -5,7 +5,9 @@
 //! simulator runs. What is particular to a real node lives here, in [`NodeIo`]: the
 //! WAL behind [`Durable`], the replicators' queues behind [`Transport`], the
 //! connections' reply channels behind [`Replies`], and log lines for role, term and
-//! leader changes, and for peer messages the core refused, behind [`Observer`].
+//! leader changes, and for peer messages the core refused, behind [`Observer`]. The
+//! same seams report the thread's events (`events::state`): the batch and its
+//! requests, the WAL write and the fsync, and what the observer sees.
 //!
 //! **How long a turn takes is bounded, whatever the input.** A turn writes and syncs
 //! what its batch produced, and ticks, heartbeats and elections wait for it (a tick is
@@ -40,6 +42,7 @@ use std::{
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::{
+    events::state::StateEvents,
     logging::{self, debug, error, info, warning, Level, Throttle},
     replicator::PeerQueue,
     reply_queue::ReplyTo,
@@ -115,6 +118,7 @@ impl StateLoop {
                 campaign_refused: false,
                 campaign_refused_log: Throttle::new(REPORT_EVERY),
                 watch: Arc::clone(&shared.watch),
+                events: StateEvents::new(Arc::clone(&shared.events)),
                 leader_sync_delay: std::env::var(FAULT_LEADER_SYNC_MS)
                     .ok()
                     .and_then(|ms| ms.parse().ok())
@@ -166,7 +170,10 @@ impl StateLoop {
                 shutting_down = true;
                 self.shared.shutting_down.store(true, Ordering::Release);
                 info!("shutting down: failing pending requests, taking no new ones");
+                // Lets the HTTP writers of event streams finish; the trace goes on.
+                self.shared.events.end_streams();
             }
+            self.io.events.batch_taken(&self.batch);
             let mut replica = &self.shared.replica;
             if turn::run(&mut replica, self.batch.drain(..), &mut self.io).is_err() {
                 std::process::exit(3); // `NodeIo` logged why
@@ -233,6 +240,8 @@ struct NodeIo {
     campaign_refused_log: Throttle,
     /// Tells the replicators when this thread waits for the disk, and whether it leads.
     watch: Arc<StateWatch>,
+    /// What this thread reports to `/v1/events` and `--trace`.
+    events: StateEvents,
     /// See [`FAULT_LEADER_SYNC_MS`].
     leader_sync_delay: Option<Duration>,
 }
@@ -308,9 +317,16 @@ impl Durable for NodeIo {
         self.sync_started.get_or_insert_with(Instant::now);
         self.watch.disk_busy();
         self.unsynced = true;
+        let before = self.events.active().then(|| self.storage.wal_bytes());
         self.storage
             .append(entries)
-            .map_err(|e| fatal("appending to the log", &e))
+            .map_err(|e| fatal("appending to the log", &e))?;
+        if let (Some(before), Some(first), Some(last)) = (before, entries.first(), entries.last()) {
+            // (Less than nothing when the append replaced a longer tail.)
+            let bytes = self.storage.wal_bytes().saturating_sub(before);
+            self.events.wal(first.index, last.index, bytes);
+        }
+        Ok(())
     }
 
     /// The snapshot's file is already in place (the peer reader finished receiving
@@ -321,6 +337,9 @@ impl Durable for NodeIo {
         self.storage
             .reset_log(meta)
             .map_err(|e| fatal("resetting the log to an installed snapshot", &e))?;
+        if self.events.active() {
+            self.events.installed(meta, self.seen.leader);
+        }
         info!(
             "installed the leader's snapshot {}@{}: the log now starts after it",
             meta.index, meta.term
@@ -370,9 +389,13 @@ impl Durable for NodeIo {
             {
                 std::thread::sleep(delay);
             }
+            let started = self.events.active().then(Instant::now);
             self.storage
                 .sync()
                 .map_err(|e| fatal("syncing the log", &e))?;
+            if let Some(started) = started {
+                self.events.fsync(started);
+            }
         }
         self.watch.disk_done();
         if let Some(started) = self.sync_started.take() {
@@ -427,6 +450,9 @@ impl Observer<ReplyTo> for NodeIo {
         self.campaign_refused |= ready.campaign_refused;
         self.seen = Seen::of(replica);
         self.backlog = turn::has_more(replica);
+        if self.events.active() {
+            self.events.observe(replica, ready);
+        }
         let leading = self.seen.role == Role::Leader;
         self.watch.set_leading(leading.then_some(self.seen.term));
     }

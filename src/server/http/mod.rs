@@ -37,11 +37,22 @@
 //! first byte (408). Any request whose framing is in doubt is answered and the
 //! connection closed; every other bad request is answered 400 and the connection stays.
 //!
+//! **The event stream** (`GET /v1/events`, [`event_stream`]) is the one answer that does
+//! not come from a request: the reader stops after it and the connection's writer
+//! thread streams the node's events until the client goes away.
+//!
 //! **Authentication.** With `--client-token-file`, every request needs
 //! `Authorization: Bearer <token>`: without one it is answered 401 (the connection
 //! stays); with a wrong one 401 and the connection is closed, as the client port
 //! closes after a wrong `auth`. The comparison is [`Token::matches`]: constant time.
+//!
+//! **The dashboard** ([`dashboard`]): `GET /` is a page compiled into the binary, which
+//! reads every node's `GET /v1/status?log=N` (status with the detail it shows) and
+//! event stream. Status answers carry `Access-Control-Allow-Origin: *` so that a page
+//! served by one node can read the others; key reads do not.
 
+mod dashboard;
+mod event_stream;
 mod forward;
 mod parse;
 mod response;
@@ -60,6 +71,7 @@ use serde_json::Value;
 
 use super::{
     client_port::{accept, linger, peer, serve, status, submit, ClientTimeouts},
+    events::{emit, failure, Via, What},
     logging::{debug, info, warning, Throttle},
     reply_queue::{ConnQueue, Slot},
     shared::{Input, Shared},
@@ -266,14 +278,37 @@ fn handle(
             return refuse(405, Some(("Allow", allow)), &message);
         }
     };
+    // What the dashboard reads from other nodes than its own is open to any origin:
+    // status says nothing a member of the cluster could not see anyway.
+    let cross_origin = Shape {
+        header: Some(("Access-Control-Allow-Origin", "*")),
+        ..Shape::json(200, close)
+    };
     let (request, raw_value) = match routes::call(route, head, body) {
-        Ok(Call::Status) => {
-            return pushed(answer(
-                queue,
-                shapes,
-                Shape::json(200, close),
-                status(None, shared),
-            ))
+        Ok(Call::Status { log: None }) => {
+            return pushed(answer(queue, shapes, cross_origin, status(None, shared)))
+        }
+        Ok(Call::Status { log: Some(log) }) => {
+            let status = dashboard::status(shared, log);
+            return pushed(answer(queue, shapes, cross_origin, status));
+        }
+        Ok(Call::Page) => {
+            let shape = Shape {
+                page: Some(dashboard::PAGE),
+                ..Shape::json(200, close)
+            };
+            return pushed(answer(queue, shapes, shape, Value::Null));
+        }
+        Ok(Call::Events) => {
+            // The stream is the connection's last answer: read nothing more.
+            let shape = Shape {
+                events: true,
+                ..Shape::json(200, true)
+            };
+            return match answer(queue, shapes, shape, Value::Null) {
+                true => Next::Close,
+                false => Next::Gone,
+            };
         }
         Ok(Call::Client { request, raw_value }) => (request, raw_value),
         Err(message) => return refuse(400, None, &message),
@@ -295,13 +330,21 @@ fn handle(
     let bytes = head.len + body.len();
     let stale = matches!(op, ClientOp::Get { stale: true, .. });
     let leader = (!stale).then(|| leader_elsewhere(shared)).flatten();
+    let tag = shared
+        .events
+        .active()
+        .then(|| shared.events.request(&op, Via::Http));
     let queued = match leader {
-        Some(leader) => submit(queue, shared, None, bytes, |reply| {
+        Some(leader) => submit(queue, shared, None, bytes, tag, |reply| {
+            if let Some(tag) = tag {
+                let to = leader.id;
+                emit!(shared.events, What::Forward { req: tag.req, to });
+            }
             let addr_of = |id| shared.client_addr(Some(id)).map(str::to_string);
             let request = Value::Object(request);
             reply.send(port.forwarder.forward(leader, &request, addr_of));
         }),
-        None => submit(queue, shared, None, bytes, |reply| {
+        None => submit(queue, shared, None, bytes, tag, |reply| {
             // If the state thread has stopped, the request is dropped here and its reply
             // answers `unavailable` as it goes.
             let _ = shared.inbox.send(Input::Request(op, reply));
@@ -379,19 +422,30 @@ fn write_answer(
     let Some(shape) = shapes.0.lock().pop_front() else {
         return Ok(true); // cannot happen: every slot is pushed with its shape
     };
-    match slot {
-        Slot::Answered { outcome, .. } => {
+    match (slot, shape.page) {
+        (Slot::Answered { outcome, tag, .. }, _) => {
+            let answered = tag.map(|tag| (tag, failure(&outcome)));
             let (status, content_type, body) =
                 response::of_outcome(outcome, shape.raw_value, shared);
             response::write(out, status, content_type, &shape, &body)?;
+            if let Some((tag, failure)) = answered {
+                shared.events.reply(tag, failure);
+            }
         }
-        Slot::Ready(_) if shape.status == 100 => response::write_continue(out)?,
-        Slot::Ready(body) => {
+        (Slot::Ready(_), _) if shape.events => {
+            event_stream::serve(out, shared)?;
+            return Ok(true);
+        }
+        (Slot::Ready(_), _) if shape.status == 100 => response::write_continue(out)?,
+        (Slot::Ready(_), Some(page)) => {
+            response::write(out, shape.status, response::HTML, &shape, page.as_bytes())?;
+        }
+        (Slot::Ready(body), None) => {
             let body = body.to_string().into_bytes();
             response::write(out, shape.status, response::JSON, &shape, &body)?;
         }
         // Neither is ever pushed with a shape; closing is the safe answer.
-        Slot::Close | Slot::Pending => return Ok(true),
+        (Slot::Close | Slot::Pending, _) => return Ok(true),
     }
     Ok(shape.close)
 }

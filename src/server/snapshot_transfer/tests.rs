@@ -26,6 +26,7 @@ use crate::{
     replica::Snapshot,
     server::{
         budget::Budget,
+        events::EventBus,
         peer_auth::{self, Auth, PeerStream},
         peer_port::{read_peer, Inbound, MAX_PEER_LINE},
         replicator::{self, Link, Tuning},
@@ -517,6 +518,7 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
         budget: Arc::new(Budget::new(usize::MAX)),
         store: follower_store.clone(),
         gate: Default::default(),
+        events: Arc::new(EventBus::new(FOLLOWER, Vec::new())),
     });
     thread::spawn(move || {
         for stream in listener.incoming() {
@@ -537,6 +539,7 @@ fn pair_of(tuning: Tuning, keys: usize) -> Pair {
         tuning,
         queued_bytes: Arc::default(),
         keepalive: Default::default(),
+        events: Arc::new(EventBus::new(LEADER, Vec::new())),
     };
     thread::spawn(move || replicator::run(link, queue_rx));
     proxy.wait_for_connections(1);
@@ -865,6 +868,7 @@ fn an_install_snapshot_for_an_unreachable_peer_is_reported() {
         tuning: tuning(),
         queued_bytes: Arc::default(),
         keepalive: Default::default(),
+        events: Arc::new(EventBus::new(LEADER, Vec::new())),
     };
     thread::spawn(move || replicator::run(link, queue_rx));
     queue.send(install_snapshot(META)).unwrap();
@@ -889,6 +893,7 @@ fn the_receiver_answers_misbehaving_frames_without_panicking() {
         budget: Arc::new(Budget::new(usize::MAX)),
         store: store.clone(),
         gate: Default::default(),
+        events: Arc::new(EventBus::new(FOLLOWER, Vec::new())),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
