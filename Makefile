@@ -17,6 +17,8 @@
 #   make sim         long simulation soak (SEEDS=100000 by default)
 #   make sim-hostile long soak of the hostile sweep, both modes (SEEDS=100000 by default)
 #   make bench       the benchmark table of docs/benchmarks.md against `make cluster`
+#   make test-browser the dashboard in headless Chromium (installs chromium and
+#                    chromium-driver with apt-get when missing); writes docs/dashboard.png
 
 CARGO   ?= cargo
 SEEDS   ?= 100000
@@ -37,13 +39,23 @@ HTTP_BASE   ?= 9000
 # `make restart 2` as well as `make restart N=2`
 N ?= $(word 2,$(MAKECMDGOALS))
 
-.PHONY: build test golden sim sim-hostile cluster repl status stop clean run kill-leader restart bench fmt lint
+.PHONY: build test test-browser golden sim sim-hostile cluster repl status stop clean run kill-leader restart bench fmt lint
 
 build:
 	$(CARGO) build --release
 
 test:
 	$(CARGO) test --release
+
+# The browser test skips itself without Chromium; here it is installed first (Debian's
+# packages), so the test really runs, and it writes the README's screenshot.
+test-browser:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v chromedriver >/dev/null; then \
+	  sudo=''; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  $$sudo apt-get update && $$sudo apt-get install -y chromium chromium-driver || exit 1; \
+	fi
+	RAFTKV_SCREENSHOT=docs/dashboard.png $(CARGO) test --release --test browser -- --nocapture
 
 sim:
 	RAFTKV_SEEDS=$(SEEDS) $(CARGO) test --release --test sim_sweep -- --ignored --nocapture soak
@@ -101,6 +113,7 @@ cluster: build $(CLUSTER) $(SECRET)
 	    echo "                       curl $$f/v1/kv/greeting"; \
 	    echo "                       curl -X POST $$f/append -d '{\"key\":\"greeting\",\"value\":\" world\"}'"; \
 	    echo "                       curl $$h/v1/status"; \
+	    echo "the dashboard, live:   http://$$h/"; \
 	    exit 0; \
 	  fi; sleep 0.2; \
 	done; \

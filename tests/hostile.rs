@@ -474,3 +474,61 @@ fn idle_connections_cannot_keep_members_out() {
 fn without_a_secret_idle_connections_cannot_keep_members_out() {
     idle_flood(false);
 }
+
+// A data directory of another node or another cluster -----------------------------------
+
+#[test]
+fn a_node_refuses_another_nodes_or_another_clusters_data_directory() {
+    let (mut c, before) = fresh(true);
+    let victim = others(&c, before.leader)[0];
+    c.kill(victim);
+    let refusal = |cmd: &mut std::process::Command| {
+        let out = cmd
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run node");
+        assert!(!out.status.success(), "the node started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // Another node's id on this directory.
+    let other_id = others(&c, victim).into_iter().max().expect("a member");
+    let mut cmd = c.command(victim);
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let at = args.iter().position(|a| a == "--id").expect("--id") + 1;
+    let mut renamed = args.clone();
+    renamed[at] = other_id.to_string();
+    let text = refusal(std::process::Command::new(cmd.get_program()).args(&renamed));
+    assert!(
+        text.contains(&format!("not to n{other_id}")) && text.contains(&format!("--id {victim}")),
+        "{text}"
+    );
+
+    // Another cluster's file (same members, another name).
+    let file: Value = serde_json::from_slice(&fs::read(&c.cluster_file).unwrap()).unwrap();
+    let mut other = file.clone();
+    other["cluster"] = json!("somebody-elses-cluster");
+    let other_file = c.dir.path().join("other-cluster.json");
+    fs::write(&other_file, serde_json::to_vec(&other).unwrap()).unwrap();
+    let at = args
+        .iter()
+        .position(|a| a == "--cluster")
+        .expect("--cluster")
+        + 1;
+    let mut moved = args.clone();
+    moved[at] = other_file.display().to_string();
+    cmd = std::process::Command::new(cmd.get_program());
+    let text = refusal(cmd.args(&moved));
+    assert!(
+        text.contains(&format!("belongs to cluster {}", c.name))
+            && text.contains("describes cluster somebody-elses-cluster"),
+        "{text}"
+    );
+
+    // Its own id and file: back in, nothing lost.
+    c.spawn(victim);
+    assert_unharmed(&mut c, &before, 1);
+}

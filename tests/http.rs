@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{check_tokens, free_ports, Cluster};
+use common::{check_tokens, Cluster};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cret";
@@ -29,19 +29,7 @@ const TOKEN: &str = "s3cret";
 /// [`TOKEN`] if `guarded`); returns it with the HTTP addresses once it has a leader.
 fn http_cluster(n: u64, args: &[&str], guarded: bool) -> (Cluster, BTreeMap<u64, String>) {
     let mut c = Cluster::new(n);
-    let http: BTreeMap<u64, String> = c
-        .ids()
-        .into_iter()
-        .zip(free_ports(n as usize))
-        .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
-        .collect();
-    let nodes: Vec<Value> = c
-        .nodes
-        .values()
-        .map(|n| json!({"id": n.id, "raft": n.raft, "client": n.client, "http": http[&n.id]}))
-        .collect();
-    let file = json!({ "cluster": c.name, "nodes": nodes });
-    fs::write(&c.cluster_file, file.to_string()).unwrap();
+    let http = c.add_http();
     c.node_args = args.iter().map(|a| a.to_string()).collect();
     c.secure(); // as `make cluster` starts nodes
     if guarded {
@@ -324,9 +312,12 @@ fn every_endpoint_of_both_forms_on_the_leader_and_on_followers() {
         assert_eq!(simple.json()["value"], "fresh");
     }
 
-    // Status, from every node: the object of §3.9.
+    // Status, from every node: the object of §3.9, readable by a page of any origin
+    // (the dashboard reads every node's).
     for (id, addr) in &http {
-        let status = call(addr, "GET", "/v1/status", b"").json();
+        let answer = call(addr, "GET", "/v1/status", b"");
+        assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+        let status = answer.json();
         assert_eq!(
             (status["ok"].clone(), status["node"].clone()),
             (json!(true), json!(id))
@@ -334,6 +325,56 @@ fn every_endpoint_of_both_forms_on_the_leader_and_on_followers() {
         assert_eq!(status["leader"], leader);
         assert_eq!(status["leader_addr"], c.addr(leader));
         assert_eq!(status["members"], json!([1, 2, 3]));
+        assert!(
+            status.get("log").is_none(),
+            "no detail unless asked: {status}"
+        );
+    }
+    // A key read is not open to other origins: a page elsewhere must not read the data.
+    let get = call(&http[&leader], "GET", "/v1/kv/empty", b"");
+    assert_eq!(get.header("access-control-allow-origin"), None);
+
+    // The dashboard's detail: the last entries, the addresses, the vote, and on the
+    // leader each follower's progress.
+    on_leader.call("PUT", "/v1/kv/last", &[], b"v");
+    for (id, addr) in &http {
+        let detail = call(addr, "GET", "/v1/status?log=3", b"");
+        assert_eq!(detail.header("access-control-allow-origin"), Some("*"));
+        let status = detail.json();
+        let log = status["log"].as_array().unwrap();
+        assert!(log.len() <= 3, "{status}");
+        let last = status["last_log_index"].as_u64().unwrap();
+        assert_eq!(log.last().unwrap()["index"], last, "{status}");
+        let addresses = status["addresses"].as_array().unwrap();
+        assert_eq!(addresses.len(), 3);
+        assert_eq!(addresses[*id as usize - 1]["http"], json!(addr));
+        assert!(
+            status["vote"].is_u64() || status["vote"].is_null(),
+            "{status}"
+        );
+        if *id == leader {
+            assert_eq!(log.last().unwrap()["key"], "last", "{status}");
+            assert_eq!(log.last().unwrap()["op"], "put", "{status}");
+            let progress = status["progress"].as_object().unwrap();
+            assert_eq!(progress.len(), 2, "{status}");
+            for p in progress.values() {
+                assert!(p["match"].as_u64().unwrap() < p["next"].as_u64().unwrap());
+                assert!(p["state"].is_string(), "{status}");
+            }
+        } else {
+            assert!(status.get("progress").is_none(), "{status}");
+        }
+    }
+
+    // The dashboard itself, from any node.
+    for addr in http.values() {
+        let page = call(addr, "GET", "/", b"");
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert!(page.text().contains("<title>raftkv dashboard</title>"));
     }
 }
 
@@ -419,7 +460,15 @@ fn bad_requests_get_their_status_and_json_and_the_node_stays_fine() {
         ),
         ("GET", "/nope", b"", 404, "no such endpoint"),
         ("POST", "/v1/events", b"", 405, "takes GET"),
-        ("GET", "/", b"", 404, "no such endpoint"),
+        ("GET", "/index.html", b"", 404, "no such endpoint"),
+        ("POST", "/", b"", 405, "takes GET"),
+        (
+            "GET",
+            "/v1/status?log=all",
+            b"",
+            400,
+            "log must be a number",
+        ),
     ] {
         let answer = h.call(method, target, &[], body);
         assert_eq!(answer.status, status, "{method} {target}: {answer:?}");

@@ -636,7 +636,11 @@ fn bad_raft_input_is_dropped_and_the_cluster_keeps_its_leader() {
         ];
         for line in lines {
             let mut conn = Conn::connect(&raft, Duration::from_secs(2)).unwrap();
-            conn.send_raw(&line).unwrap();
+            // The port closes a connection whose first line is not a handshake, possibly
+            // before a long line is all written: a failed send is the node doing its job.
+            if conn.send_raw(&line).is_err() {
+                continue;
+            }
             conn.set_timeout(Duration::from_millis(300));
             // The node either closes the connection or ignores the line; never answers.
             if let Ok(Some(v)) = conn.recv_opt() {

@@ -128,6 +128,7 @@ mod validate;
 
 pub use log::Log;
 pub use node::{Config, NotLeader, RaftNode, ReadId, Ready};
+pub use progress::{Progress, ProgressState};
 pub use role::Role;
 pub use types::*;
 pub use validate::{Rule, Violation, MAX_INDEX, MAX_TERM, MAX_TERM_JUMP};

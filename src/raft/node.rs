@@ -1,5 +1,7 @@
 //! One Raft node: the roles, the RPC handlers and the outputs the caller drains.
 
+use std::collections::BTreeMap;
+
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::{
@@ -289,6 +291,14 @@ impl RaftNode {
         HardState {
             term: self.term,
             voted_for: self.voted_for,
+        }
+    }
+    /// While leading, what this leader knows of each follower's log, by id (for status
+    /// and the dashboard); `None` in any other role.
+    pub fn replication(&self) -> Option<&BTreeMap<NodeId, Progress>> {
+        match &self.role {
+            RoleState::Leader(leader) => Some(&leader.progress),
+            _ => None,
         }
     }
     /// All members, sorted.

@@ -32,6 +32,17 @@ pub enum ProgressState {
     },
 }
 
+impl ProgressState {
+    /// The state's name as status reports it (docs/protocol.md §5.1).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProgressState::Probe { .. } => "probe",
+            ProgressState::Replicate { .. } => "replicate",
+            ProgressState::Snapshot { .. } => "snapshot",
+        }
+    }
+}
+
 /// A leader's view of one follower.
 ///
 /// Invariants:

@@ -66,7 +66,7 @@ use crate::{
         error_response, ok_response, parse_request, registered_response, ErrorCode, Op, Status,
         Token,
     },
-    replica::{ClientOp, Outcome},
+    replica::{ClientOp, Outcome, Replica},
 };
 
 /// Most client connections served at once; more are closed at once with a log line.
@@ -789,8 +789,20 @@ fn write_outcome(
 
 /// This node's view of the cluster, from a brief look under the mutex.
 pub(crate) fn status(id: Option<Value>, shared: &Shared) -> Value {
+    status_with(id, shared, |_, _| {})
+}
+
+/// [`status`], with the fields `more` adds from the same look under the mutex (the
+/// HTTP port's detail for the dashboard), so that they agree with the rest.
+pub(crate) fn status_with(
+    id: Option<Value>,
+    shared: &Shared,
+    more: impl FnOnce(&Replica<ReplyTo>, &mut Map<String, Value>),
+) -> Value {
+    let mut extra = Map::new();
     let status = {
         let r = shared.replica.lock();
+        more(&r, &mut extra);
         let n = r.node();
         Status {
             node: n.id(),
@@ -813,10 +825,11 @@ pub(crate) fn status(id: Option<Value>, shared: &Shared) -> Value {
         leader_addr: shared.client_addr(status.leader).map(str::to_string),
         ..status
     };
-    let fields = match serde_json::to_value(&status) {
+    let mut fields = match serde_json::to_value(&status) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(), // cannot happen: Status is a plain struct
     };
+    fields.extend(extra);
     ok_response(id, fields)
 }
 

@@ -11,6 +11,7 @@
 
 pub mod peer;
 pub mod proxy;
+pub mod webdriver;
 
 use std::{
     collections::BTreeMap,
@@ -46,6 +47,8 @@ pub struct NodeInfo {
     pub id: u64,
     pub raft: String,
     pub client: String,
+    /// With [`Cluster::add_http`]: where the node serves HTTP.
+    pub http: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
 }
@@ -131,19 +134,15 @@ impl Cluster {
                     id,
                     raft: format!("127.0.0.1:{}", ports[2 * i]),
                     client: format!("127.0.0.1:{}", ports[2 * i + 1]),
+                    http: None,
                     data_dir: dir.path().join(format!("n{id}")),
                     log: dir.path().join(format!("n{id}.log")),
                 },
             );
         }
         let name = format!("raftkv-test-{}", random_hex(8));
-        let file = json!({
-            "cluster": name,
-            "nodes": nodes.values().map(|n| json!({"id": n.id, "raft": n.raft, "client": n.client})).collect::<Vec<_>>()
-        });
         let cluster_file = dir.path().join("cluster.json");
-        fs::write(&cluster_file, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
-        Cluster {
+        let c = Cluster {
             dir,
             cluster_file,
             nodes,
@@ -153,7 +152,44 @@ impl Cluster {
             node_args: Vec::new(),
             name,
             secret: None,
+        };
+        c.write_cluster_file();
+        c
+    }
+
+    /// Writes the cluster file from `nodes`.
+    fn write_cluster_file(&self) {
+        let nodes: Vec<Value> = self
+            .nodes
+            .values()
+            .map(|n| {
+                let mut node = json!({"id": n.id, "raft": n.raft, "client": n.client});
+                if let Some(http) = &n.http {
+                    node["http"] = json!(http);
+                }
+                node
+            })
+            .collect();
+        let file = json!({ "cluster": self.name, "nodes": nodes });
+        fs::write(
+            &self.cluster_file,
+            serde_json::to_vec_pretty(&file).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Gives every node an HTTP address (the cluster file's `http` key), before any
+    /// starts; returns them by id.
+    pub fn add_http(&mut self) -> BTreeMap<u64, String> {
+        let ports = free_ports(self.nodes.len());
+        for (n, port) in self.nodes.values_mut().zip(ports) {
+            n.http = Some(format!("127.0.0.1:{port}"));
         }
+        self.write_cluster_file();
+        self.nodes
+            .values()
+            .map(|n| (n.id, n.http.clone().unwrap_or_default()))
+            .collect()
     }
 
     /// Like [`Cluster::start`], but every node reaches every peer through a proxy of its

@@ -45,7 +45,13 @@
 //! `Authorization: Bearer <token>`: without one it is answered 401 (the connection
 //! stays); with a wrong one 401 and the connection is closed, as the client port
 //! closes after a wrong `auth`. The comparison is [`Token::matches`]: constant time.
+//!
+//! **The dashboard** ([`dashboard`]): `GET /` is a page compiled into the binary, which
+//! reads every node's `GET /v1/status?log=N` (status with the detail it shows) and
+//! event stream. Status answers carry `Access-Control-Allow-Origin: *` so that a page
+//! served by one node can read the others; key reads do not.
 
+mod dashboard;
 mod event_stream;
 mod forward;
 mod parse;
@@ -272,14 +278,26 @@ fn handle(
             return refuse(405, Some(("Allow", allow)), &message);
         }
     };
+    // What the dashboard reads from other nodes than its own is open to any origin:
+    // status says nothing a member of the cluster could not see anyway.
+    let cross_origin = Shape {
+        header: Some(("Access-Control-Allow-Origin", "*")),
+        ..Shape::json(200, close)
+    };
     let (request, raw_value) = match routes::call(route, head, body) {
-        Ok(Call::Status) => {
-            return pushed(answer(
-                queue,
-                shapes,
-                Shape::json(200, close),
-                status(None, shared),
-            ))
+        Ok(Call::Status { log: None }) => {
+            return pushed(answer(queue, shapes, cross_origin, status(None, shared)))
+        }
+        Ok(Call::Status { log: Some(log) }) => {
+            let status = dashboard::status(shared, log);
+            return pushed(answer(queue, shapes, cross_origin, status));
+        }
+        Ok(Call::Page) => {
+            let shape = Shape {
+                page: Some(dashboard::PAGE),
+                ..Shape::json(200, close)
+            };
+            return pushed(answer(queue, shapes, shape, Value::Null));
         }
         Ok(Call::Events) => {
             // The stream is the connection's last answer: read nothing more.
@@ -404,8 +422,8 @@ fn write_answer(
     let Some(shape) = shapes.0.lock().pop_front() else {
         return Ok(true); // cannot happen: every slot is pushed with its shape
     };
-    match slot {
-        Slot::Answered { outcome, tag, .. } => {
+    match (slot, shape.page) {
+        (Slot::Answered { outcome, tag, .. }, _) => {
             let answered = tag.map(|tag| (tag, failure(&outcome)));
             let (status, content_type, body) =
                 response::of_outcome(outcome, shape.raw_value, shared);
@@ -414,17 +432,20 @@ fn write_answer(
                 shared.events.reply(tag, failure);
             }
         }
-        Slot::Ready(_) if shape.events => {
+        (Slot::Ready(_), _) if shape.events => {
             event_stream::serve(out, shared)?;
             return Ok(true);
         }
-        Slot::Ready(_) if shape.status == 100 => response::write_continue(out)?,
-        Slot::Ready(body) => {
+        (Slot::Ready(_), _) if shape.status == 100 => response::write_continue(out)?,
+        (Slot::Ready(_), Some(page)) => {
+            response::write(out, shape.status, response::HTML, &shape, page.as_bytes())?;
+        }
+        (Slot::Ready(body), None) => {
             let body = body.to_string().into_bytes();
             response::write(out, shape.status, response::JSON, &shape, &body)?;
         }
         // Neither is ever pushed with a shape; closing is the safe answer.
-        Slot::Close | Slot::Pending => return Ok(true),
+        (Slot::Close | Slot::Pending, _) => return Ok(true),
     }
     Ok(shape.close)
 }

@@ -13,6 +13,7 @@ use crate::{
 
 pub(super) const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const HTML: &str = "text/html; charset=utf-8";
 
 /// How to write the answer to one request. The reader decides it when it reads the
 /// request and the writer needs it when the answer is ready, so it travels beside the
@@ -25,8 +26,11 @@ pub(super) struct Shape {
     pub status: u16,
     /// The answer to a get is the value as the body, as text (REST form), not JSON.
     pub raw_value: bool,
-    /// One more header field: `Allow` for a 405, `WWW-Authenticate` for a 401.
+    /// One more header field: `Allow` for a 405, `WWW-Authenticate` for a 401,
+    /// `Access-Control-Allow-Origin` for what the dashboard reads from other nodes.
     pub header: Option<(&'static str, &'static str)>,
+    /// The answer is this page (HTML), not JSON: the dashboard.
+    pub page: Option<&'static str>,
     /// Close the connection after this answer.
     pub close: bool,
     /// The answer is the event stream (`event_stream`): it lasts as long as the
@@ -41,6 +45,7 @@ impl Shape {
             status,
             raw_value: false,
             header: None,
+            page: None,
             close,
             events: false,
         }

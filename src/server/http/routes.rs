@@ -25,6 +25,8 @@ pub(super) enum Route<'a> {
     Status,
     /// `GET /v1/events`.
     Events,
+    /// `GET /`: the dashboard.
+    Page,
 }
 
 /// The methods of `/v1/kv/KEY`.
@@ -56,8 +58,7 @@ pub(super) fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, NoRout
         "/get" => ("GET", Route::SimpleGet),
         "/v1/status" => ("GET", Route::Status),
         "/v1/events" => ("GET", Route::Events),
-        // `GET /` (the dashboard) of docs/protocol.md §5 belongs here once it exists;
-        // until then it is a 404.
+        "/" => ("GET", Route::Page),
         _ => {
             let Some(key) = path.strip_prefix("/v1/kv/") else {
                 return Err(NoRoute::NotFound);
@@ -82,10 +83,13 @@ pub(super) fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, NoRout
 /// What the port does for a routed request.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum Call {
-    /// Answer with this node's status.
-    Status,
+    /// Answer with this node's status; with `log`, the dashboard's detail and that
+    /// many of the last log entries (`dashboard::status`).
+    Status { log: Option<usize> },
     /// Answer with the event stream.
     Events,
+    /// Serve the dashboard page.
+    Page,
     /// Serve this request of the line protocol. `raw_value`: the answer to a get is the
     /// value itself as the body (REST form), not JSON.
     Client {
@@ -98,17 +102,25 @@ pub(super) enum Call {
 /// message.
 pub(super) fn call(route: Route<'_>, head: &Head, body: &[u8]) -> Result<Call, String> {
     let query = query_pairs(&head.query)?;
-    let param = |name: &str| {
+    let text = |name: &str| {
         query
             .iter()
             .rev() // the last one counts, as for a field given twice in JSON
             .find(|(n, _)| n == name)
-            .map(|(_, v)| Value::String(v.clone()))
+            .map(|(_, v)| v.as_str())
     };
+    let param = |name: &str| text(name).map(Value::from);
     let mut request = Map::new();
     let raw_value = match route {
-        Route::Status => return Ok(Call::Status),
+        Route::Status => {
+            let log = text("log").map(str::parse::<usize>).transpose();
+            return match log {
+                Ok(log) => Ok(Call::Status { log }),
+                Err(_) => Err("log must be a number of log entries".into()),
+            };
+        }
         Route::Events => return Ok(Call::Events),
+        Route::Page => return Ok(Call::Page),
         Route::Simple(op) => {
             request = json_body(body)?;
             request.insert("op".into(), op.into());
@@ -256,6 +268,8 @@ mod tests {
         assert_eq!(route("GET", "/v1/status"), Ok(Route::Status));
         assert_eq!(route("GET", "/v1/events"), Ok(Route::Events));
         assert_eq!(route("POST", "/v1/events"), Err(NoRoute::Method("GET")));
+        assert_eq!(route("GET", "/"), Ok(Route::Page));
+        assert_eq!(route("HEAD", "/"), Err(NoRoute::Method("GET")));
         assert_eq!(
             route("DELETE", "/v1/kv/a/b"),
             Ok(Route::Kv(KvMethod::Delete, "a/b"))
@@ -265,7 +279,7 @@ mod tests {
             route("PATCH", "/v1/kv/k"),
             Err(NoRoute::Method("GET, PUT, POST, DELETE"))
         );
-        for path in ["/", "/v1/kv", "/nope", "/v1/status/"] {
+        for path in ["/v1/kv", "/nope", "/v1/status/", "/index.html"] {
             assert_eq!(route("GET", path), Err(NoRoute::NotFound), "{path}");
         }
     }
@@ -317,8 +331,13 @@ mod tests {
         );
         assert_eq!(
             request("GET", "/v1/status", &[], "ignored"),
-            Ok(Call::Status)
+            Ok(Call::Status { log: None })
         );
+        assert_eq!(
+            request("GET", "/v1/status?log=40", &[], ""),
+            Ok(Call::Status { log: Some(40) })
+        );
+        assert_eq!(request("GET", "/?anything", &[], ""), Ok(Call::Page));
     }
 
     #[test]
@@ -329,6 +348,7 @@ mod tests {
             ("POST", "/v1/kv/k", &[], "v", "needs ?op=append"),
             ("PUT", "/v1/kv/%zz", &[], "v", "percent-encoding"),
             ("GET", "/get?key=%", &[], "", "percent-encoding"),
+            ("GET", "/v1/status?log=-1", &[], "", "log must be a number"),
             (
                 "PUT",
                 "/v1/kv/k",
