@@ -9,20 +9,16 @@
 //! `make test` runs a thousand seeds of each; `make sim-hostile SEEDS=N` the long
 //! soak.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::atomic::{AtomicU64, Ordering},
     time::Instant,
 };
 
+use common::env_u64;
 use raftkv::sim::{run_hostile_seed, HostileMode, RunSummary};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs seeds `first..first+count` of `mode` on `threads` threads; panics with the first
 /// failure (a panic inside a run is reported as a failure of its seed).

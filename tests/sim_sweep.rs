@@ -2,19 +2,15 @@
 //! unreliable network under client load, on 1 to 7 nodes. `make test` runs a few hundred
 //! seeds; `make sim SEEDS=100000` runs the long soak.
 
+mod common;
+
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::Instant,
 };
 
+use common::env_u64;
 use raftkv::sim::{chaos_config, run_seed, RunSummary, Sim};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs seeds `first..first+count` on `threads` threads; panics with the first failure.
 fn sweep(first: u64, count: u64, threads: u64) -> Vec<RunSummary> {

@@ -503,6 +503,14 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The number in environment variable `name` (seeds, threads of a soak), else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `bytes` random bytes as lowercase hex.
 pub fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
