@@ -261,6 +261,9 @@ fn handle(
             (true, false) => Next::Read,
         };
     }
+    if let Err(message) = same_origin(head) {
+        return refuse(403, None, message);
+    }
     let route = match routes::route(&head.method, &head.path) {
         Ok(route) => route,
         Err(NoRoute::NotFound) => {
@@ -387,6 +390,29 @@ fn authorize(head: &Head, port: &HttpPort) -> Result<(), Unauthorized> {
     }
 }
 
+/// Refuses a write a web page on another site makes. A page's `fetch` or form can POST
+/// to any address without asking first (a "simple" request: no preflight), so without
+/// this any site a user visits could write to a node on their machine. Browsers name the
+/// page's origin in `Origin` on such requests; curl and scripts send none. A write that
+/// names an origin must come from this node's own page: that origin's host and port are
+/// the `Host` it was sent to. Reads stay open: another site's page cannot see their
+/// answers (only status carries `Access-Control-Allow-Origin`).
+fn same_origin(head: &Head) -> Result<(), &'static str> {
+    if head.method == "GET" {
+        return Ok(());
+    }
+    let Some(origin) = head.header("origin") else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .strip_prefix(b"http://")
+        .or_else(|| origin.strip_prefix(b"https://"));
+    match (origin_host, head.header("host")) {
+        (Some(from), Some(host)) if from.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err("a write from a web page of another origin is refused (its Origin is not this node's Host)"),
+    }
+}
+
 /// Where a request that needs the leader goes when another node leads, as far as this
 /// node knows. `None` when it leads itself or knows no leader: then its state thread
 /// answers, as on the client port (`unavailable` without a leader).
@@ -453,6 +479,43 @@ fn write_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn head(method: &str, headers: &[(&str, &str)]) -> Head {
+        Head {
+            method: method.into(),
+            path: "/put".into(),
+            query: String::new(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            len: 0,
+            body_len: 0,
+            keep_alive: true,
+            expects_continue: false,
+        }
+    }
+
+    #[test]
+    fn a_write_from_another_origin_is_refused_one_from_this_nodes_page_or_a_script_is_not() {
+        let host = ("host", "127.0.0.1:9001");
+        for ok in [
+            head("POST", &[host]),                                      // curl
+            head("POST", &[host, ("origin", "http://127.0.0.1:9001")]), // its own page
+            head("DELETE", &[host, ("origin", "http://127.0.0.1:9001")]),
+            head("GET", &[host, ("origin", "http://evil.example")]), // a read
+        ] {
+            assert_eq!(same_origin(&ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            head("POST", &[host, ("origin", "http://evil.example")]),
+            head("PUT", &[host, ("origin", "http://127.0.0.1:9002")]),
+            head("POST", &[host, ("origin", "null")]),
+            head("POST", &[("origin", "http://127.0.0.1:9001")]), // no Host
+        ] {
+            assert!(same_origin(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn bearer_tokens() {
