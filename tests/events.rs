@@ -460,3 +460,49 @@ fn trace_lines(c: &Cluster, id: u64) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Answers written just before a stream on the same connection are given back to the
+/// node's client budget before the stream starts: 24 answers of 1 MiB and then
+/// `/v1/events` on one connection once held 25 MiB of the 16 MiB budget for as long as
+/// the stream lasted, and every other client of the node waited.
+#[test]
+fn large_answers_before_a_stream_do_not_hold_the_nodes_client_budget() {
+    let (c, http, leader) = http_cluster(1, &[]);
+    let big = "x".repeat(1 << 20);
+    put(c.addr(leader), "big", &big);
+    let mut stream = TcpStream::connect(&http[&leader]).unwrap();
+    let mut requests = Vec::new();
+    for _ in 0..24 {
+        requests
+            .extend_from_slice(b"GET /v1/kv/big?consistency=stale HTTP/1.1\r\nHost: test\r\n\r\n");
+    }
+    requests.extend_from_slice(b"GET /v1/events HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(&requests).unwrap();
+    // Read everything the node writes (24 MiB of answers, then events) meanwhile.
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (reading, counter) = (stream.try_clone().unwrap(), std::sync::Arc::clone(&read));
+    let reader = std::thread::spawn(move || {
+        let mut sink = [0u8; 64 << 10];
+        let mut r = reading;
+        while let Ok(n) = std::io::Read::read(&mut r, &mut sink) {
+            if n == 0 {
+                break;
+            }
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    c.wait_until(
+        "the 24 answers before the stream",
+        Duration::from_secs(20),
+        || read.load(std::sync::atomic::Ordering::Relaxed) >= 24 << 20,
+    );
+    // Another client of the node, while the stream is open.
+    let mut conn = Conn::connect(c.addr(leader), Duration::from_secs(2)).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let answer = conn
+        .call(&json!({"op": "put", "key": "other", "value": "client"}))
+        .expect("a put while the stream is open");
+    assert_eq!(answer["ok"], true, "{answer}");
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    reader.join().unwrap();
+}

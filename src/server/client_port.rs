@@ -257,7 +257,7 @@ pub(crate) fn serve<R, W>(
 ) -> io::Result<()>
 where
     R: FnOnce(&TcpStream, &Arc<ConnQueue>, &Shared) + Send + 'static,
-    W: FnMut(&mut BufWriter<&TcpStream>, Slot, &Shared) -> io::Result<bool> + Send + 'static,
+    W: FnMut(&mut BufWriter<&TcpStream>, Slot, &Shared) -> io::Result<After> + Send + 'static,
 {
     stream.set_nodelay(true)?;
     // A client that stops reading its answers is dropped rather than holding two
@@ -672,6 +672,19 @@ pub(crate) fn linger(mut stream: &TcpStream) {
     }
 }
 
+/// What a connection's writer does after writing one answer.
+pub(super) enum After {
+    /// Goes on with the next answer.
+    Next,
+    /// Closes the connection.
+    Close,
+    /// Hands the rest of the connection to a stream (`GET /v1/events`), then closes it.
+    /// A stream can last for hours, so the answers written before it are given back to
+    /// the budgets first: left counted, a few large ones before a stream would hold the
+    /// node-wide client budget, and every reader on the node would wait for it.
+    Stream(fn(&mut BufWriter<&TcpStream>, &Shared) -> io::Result<()>),
+}
+
 /// Writes answers in request order with `write` until the reader is done and
 /// everything is written, `write` asks to close, or the client goes away. Flushes only
 /// when no further answer is ready.
@@ -679,7 +692,7 @@ fn write_loop(
     stream: &TcpStream,
     queue: &ConnQueue,
     shared: &Shared,
-    mut write: impl FnMut(&mut BufWriter<&TcpStream>, Slot, &Shared) -> io::Result<bool>,
+    mut write: impl FnMut(&mut BufWriter<&TcpStream>, Slot, &Shared) -> io::Result<After>,
 ) {
     let mut out = BufWriter::with_capacity(BUFFER, stream);
     let mut batch = Vec::new();
@@ -700,11 +713,19 @@ fn write_loop(
             unflushed += batch.len();
             unflushed_bytes += batch.iter().map(Slot::bytes).sum::<usize>();
             for slot in batch.drain(..) {
-                if write(&mut out, slot, shared)? {
-                    out.flush()?;
-                    out.get_ref().shutdown(Shutdown::Write)?;
-                    return Ok(());
+                match write(&mut out, slot, shared)? {
+                    After::Next => continue,
+                    After::Close => {}
+                    After::Stream(stream) => {
+                        out.flush()?;
+                        let n = std::mem::take(&mut unflushed);
+                        queue.written(n, std::mem::take(&mut unflushed_bytes));
+                        stream(&mut out, shared)?;
+                    }
                 }
+                out.flush()?;
+                out.get_ref().shutdown(Shutdown::Write)?;
+                return Ok(());
             }
         }
     })();
@@ -715,8 +736,8 @@ fn write_loop(
     queue.writer_stopped();
 }
 
-/// Writes one answer of the line protocol; true for [`Slot::Close`].
-fn write_answer(out: &mut BufWriter<&TcpStream>, slot: Slot, shared: &Shared) -> io::Result<bool> {
+/// Writes one answer of the line protocol; closes after [`Slot::Close`].
+fn write_answer(out: &mut BufWriter<&TcpStream>, slot: Slot, shared: &Shared) -> io::Result<After> {
     match slot {
         Slot::Answered {
             id, outcome, tag, ..
@@ -728,10 +749,10 @@ fn write_answer(out: &mut BufWriter<&TcpStream>, slot: Slot, shared: &Shared) ->
             }
         }
         Slot::Ready(v) => write_json_line(out, &v)?,
-        Slot::Close => return Ok(true),
+        Slot::Close => return Ok(After::Close),
         Slot::Pending => unreachable!("only filled slots are taken"),
     }
-    Ok(false)
+    Ok(After::Next)
 }
 
 /// `{"id":..,"ok":true}` or `{"id":..,"ok":true,"value":..}`, serialized directly.

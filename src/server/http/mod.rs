@@ -70,7 +70,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::{
-    client_port::{accept, linger, peer, serve, status, submit, ClientTimeouts},
+    client_port::{accept, linger, peer, serve, status, submit, After, ClientTimeouts},
     events::{emit, failure, Via, What},
     logging::{debug, info, warning, Throttle},
     reply_queue::{ConnQueue, Slot},
@@ -438,15 +438,15 @@ fn bearer_token(value: &[u8]) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Writes one answer with its shape; true to close the connection after it.
+/// Writes one answer with its shape, and says what comes after it.
 fn write_answer(
     out: &mut BufWriter<&TcpStream>,
     slot: Slot,
     shared: &Shared,
     shapes: &Shapes,
-) -> io::Result<bool> {
+) -> io::Result<After> {
     let Some(shape) = shapes.0.lock().pop_front() else {
-        return Ok(true); // cannot happen: every slot is pushed with its shape
+        return Ok(After::Close); // cannot happen: every slot is pushed with its shape
     };
     match (slot, shape.page) {
         (Slot::Answered { outcome, tag, .. }, _) => {
@@ -459,8 +459,9 @@ fn write_answer(
             }
         }
         (Slot::Ready(_), _) if shape.events => {
-            event_stream::serve(out, shared)?;
-            return Ok(true);
+            return Ok(After::Stream(|out, shared| {
+                event_stream::serve(out, shared)
+            }));
         }
         (Slot::Ready(_), _) if shape.status == 100 => response::write_continue(out)?,
         (Slot::Ready(_), Some(page)) => {
@@ -471,9 +472,13 @@ fn write_answer(
             response::write(out, shape.status, response::JSON, &shape, &body)?;
         }
         // Neither is ever pushed with a shape; closing is the safe answer.
-        (Slot::Close | Slot::Pending, _) => return Ok(true),
+        (Slot::Close | Slot::Pending, _) => return Ok(After::Close),
     }
-    Ok(shape.close)
+    Ok(if shape.close {
+        After::Close
+    } else {
+        After::Next
+    })
 }
 
 #[cfg(test)]
