@@ -138,10 +138,25 @@ impl Forwarder {
             }
         };
         let (answer, _) = conn.call(request, self.answer_within, MAX_ANSWER)?;
-        let mut idle = self.idle.lock();
-        if idle.len() < IDLE {
-            idle.push((addr.to_string(), conn));
-        }
+        let stale = {
+            let mut idle = self.idle.lock();
+            // Forwards go to the leader: connections to any other node are of no more use
+            // (leadership moved), and would hold that node's connection slots for good.
+            let stale = if idle.iter().any(|(a, _)| a != addr) {
+                let (keep, stale) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|(a, _)| a == addr);
+                *idle = keep;
+                stale
+            } else {
+                Vec::new()
+            };
+            if idle.len() < IDLE {
+                idle.push((addr.to_string(), conn));
+            }
+            stale
+        };
+        drop(stale); // closed outside the lock
         Ok(answer)
     }
 
@@ -255,6 +270,23 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_pool_lets_go_of_connections_to_a_node_that_no_longer_leads() {
+        let (a, b) = (fake::start_kv(1), fake::start_kv(2));
+        let forwarder = Forwarder::new(None, 30);
+        let put = json!({"op":"put","key":"k","value":"v"});
+        for (id, node) in [(1, &a), (2, &b)] {
+            let leader = Leader {
+                id,
+                addr: node.addr.clone(),
+            };
+            assert_eq!(forwarder.forward(leader, &put, |_| None), Outcome::Written);
+        }
+        let idle = forwarder.idle.lock();
+        assert_eq!(idle.len(), 1);
+        assert_eq!(idle[0].0, b.addr);
     }
 
     #[test]
