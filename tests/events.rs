@@ -8,7 +8,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    fs,
     io::{BufRead, BufReader, Write},
     net::TcpStream,
     sync::{
@@ -19,26 +18,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{free_ports, Cluster, Conn};
+use common::{Cluster, Conn};
 use serde_json::{json, Value};
 
 /// A cluster of `n` nodes, each with an HTTP address, started with `args`, with an
 /// agreed leader; returns it with the HTTP addresses and the leader.
 fn http_cluster(n: u64, args: &[&str]) -> (Cluster, BTreeMap<u64, String>, u64) {
     let mut c = Cluster::new(n);
-    let http: BTreeMap<u64, String> = c
-        .ids()
-        .into_iter()
-        .zip(free_ports(n as usize))
-        .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
-        .collect();
-    let nodes: Vec<Value> = c
-        .nodes
-        .values()
-        .map(|n| json!({"id": n.id, "raft": n.raft, "client": n.client, "http": http[&n.id]}))
-        .collect();
-    let file = json!({ "cluster": c.name, "nodes": nodes });
-    fs::write(&c.cluster_file, file.to_string()).unwrap();
+    let http = c.add_http();
     c.node_args = args.iter().map(|a| a.to_string()).collect();
     for id in c.ids() {
         c.spawn(id);
